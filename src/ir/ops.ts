@@ -1,0 +1,68 @@
+// The closed op vocabulary of the IR. Every switch over OpKind ends in assertNever,
+// and Record<OpKind, …> tables (shape inference, interpreter kernels, ONNX emission)
+// make adding an op fail the build wherever it is not handled.
+
+export const OP_KINDS = [
+  // elementwise binary, numpy broadcasting
+  "Add",
+  "Sub",
+  "Mul",
+  "Div",
+  "Max",
+  "Min",
+  // comparisons and logic (bool results)
+  "Less",
+  "Greater",
+  "GreaterOrEqual",
+  "Equal",
+  "And",
+  "Or",
+  "Not",
+  "Where",
+  // elementwise unary
+  "Identity",
+  "Neg",
+  "Abs",
+  "Exp",
+  "Log",
+  "Sqrt",
+  "Relu",
+  "LeakyRelu", // {alpha}
+  "Tanh",
+  "Sigmoid",
+  "Erf",
+  "Gelu", // exact (erf) form; the ONNX emitter decomposes it below opset 20
+  "Cast", // {to}
+  // linear algebra
+  "MatMul", // numpy matmul, batched with broadcasting
+  "Gemm", // {transA, transB, alpha, beta}: 2-D A·B + C
+  // normalisation and reductions
+  "Softmax", // {axis}
+  "LogSoftmax", // {axis}
+  "ReduceSum", // {axes, keepdims}
+  "ReduceMax",
+  "ReduceMin",
+  "ReduceMean",
+  "ReduceLogSumExp",
+  // shape and indexing
+  "Concat", // {axis}
+  "Gather", // {axis}
+  "GatherElements", // {axis}
+  "Unsqueeze", // {axes}
+  "Squeeze", // {axes}
+  "Reshape", // {shape}: ints, 0 = copy the input dim, -1 = infer
+  "Transpose", // {perm}
+  "Slice", // {starts, ends, axes}
+  "TopK", // {k, axis, largest}: outputs (values, int64 indices); ties keep the lower index first
+  "OneHot", // {depth}: int64 indices → float32 one-hot on a new last axis
+] as const;
+
+export type OpKind = (typeof OP_KINDS)[number];
+
+export function isOpKind(s: string): s is OpKind {
+  return (OP_KINDS as readonly string[]).includes(s);
+}
+
+/** Attribute values: ints, floats, int lists, strings. */
+export type AttrValue = number | number[] | string;
+export type Attrs = Record<string, AttrValue>;
