@@ -1,0 +1,4 @@
+// Parity harness: inputs, comparison metrics, the run and its report.
+export * from "./compare.ts";
+export * from "./inputs.ts";
+export * from "./run.ts";
