@@ -1,5 +1,7 @@
 // A batch of model inputs as the ONNX graph receives them (MODEL.md §8).
 
+import type { Tensor } from "./tensor.ts";
+
 /** Categorical features: int64 ids `[B]`; dense features: float32 `[B, dim]` row-major; scenario levels: int64 `[B]`. */
 export interface InputBatch {
   rows: number;
@@ -26,4 +28,21 @@ export function selectionLayerPaths(spec: {
   if (spec.taskLayers)
     for (let i = 0; i < spec.taskLayers.layers; i++) for (const t of spec.tasks) out.push(`task_layers.${i}.${t.name}`);
   return out;
+}
+
+/** The batch as named tensors, shaped as the graph inputs (dense features [B, dim]). */
+export function batchToFeeds(
+  batch: InputBatch,
+  spec: { features: { name: string; kind: string; dim: number }[]; scenarios: { name: string }[] },
+): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
+  for (const f of spec.features) {
+    const data = batch.features[f.name]!;
+    feeds[f.name] =
+      f.kind === "categorical"
+        ? { dtype: "int64", shape: [batch.rows], data }
+        : { dtype: "float32", shape: [batch.rows, f.dim], data };
+  }
+  for (const l of spec.scenarios) feeds[l.name] = { dtype: "int64", shape: [batch.rows], data: batch.scenarios[l.name]! };
+  return feeds;
 }

@@ -1,0 +1,177 @@
+// The pass manager: optimisation levels as ordered lists of passes, per-pass
+// statistics, verify-each (IR verifier + interpreter outputs compared with the
+// previous stage), print-after, and bisection to the first pass that breaks parity.
+
+import { runGraph } from "../backends/interp/index.ts";
+import { userError } from "../core/diagnostics.ts";
+import type { Tensor } from "../core/tensor.ts";
+import type { Graph } from "../ir/graph.ts";
+import { printGraph } from "../ir/print.ts";
+import { verifyGraph } from "../ir/verify.ts";
+import { PASSES } from "./index.ts";
+import { type Pass, type PassOptions, PassError } from "./pass.ts";
+
+export type OptLevel = 0 | 1 | 2;
+
+/** The passes of each level, in order. */
+export function passesForLevel(level: OptLevel): Pass[] {
+  const ids: Record<OptLevel, string[]> = {
+    // faithful: the lowering as it is
+    0: [],
+    // safe clean-ups that never change a number
+    1: ["remove-noops", "fold-constants", "cse", "dce"],
+    // everything
+    2: ["remove-noops", "fold-constants", "cse", "dce"],
+  };
+  return ids[level].map(passById);
+}
+
+export function passById(id: string): Pass {
+  const p = PASSES.find((x) => x.id === id);
+  if (!p) throw userError("AESM1901", "passes", `unknown pass "${id}" (known: ${PASSES.map((x) => x.id).join(", ")})`);
+  return p;
+}
+
+export interface PassStat {
+  id: string;
+  changed: boolean;
+  nodesBefore: number;
+  nodesAfter: number;
+  paramsBefore: number;
+  paramsAfter: number;
+  ms: number;
+  counters: Record<string, number>;
+}
+
+export interface VerifyEachOptions {
+  feeds: Record<string, Tensor>;
+  /** Largest absolute difference allowed between consecutive stages' outputs. */
+  atol: number;
+}
+
+export interface PipelineOptions {
+  passOptions?: PassOptions;
+  verifyEach?: VerifyEachOptions;
+  /** Pass ids after which to print the IR. */
+  printAfter?: string[];
+  print?: (passId: string, text: string) => void;
+}
+
+export interface OutputDiff {
+  output: string;
+  maxAbs: number;
+  index: number;
+}
+
+/** Largest absolute difference per output between two runs; worst first. */
+export function diffOutputs(a: Record<string, Tensor>, b: Record<string, Tensor>): OutputDiff[] {
+  const diffs: OutputDiff[] = [];
+  for (const name of Object.keys(a)) {
+    const x = a[name]!.data as Float32Array;
+    const y = b[name]?.data as Float32Array | undefined;
+    if (!y || y.length !== x.length) {
+      diffs.push({ output: name, maxAbs: Infinity, index: -1 });
+      continue;
+    }
+    let maxAbs = 0;
+    let index = -1;
+    for (let i = 0; i < x.length; i++) {
+      const d = Math.abs(Number(x[i]) - Number(y[i]));
+      if (d > maxAbs || Number.isNaN(d)) {
+        maxAbs = Number.isNaN(d) ? Infinity : d;
+        index = i;
+      }
+    }
+    diffs.push({ output: name, maxAbs, index });
+  }
+  return diffs.sort((p, q) => q.maxAbs - p.maxAbs);
+}
+
+/** Run `passes` in order over `graph` (mutated in place or replaced); returns the result and per-pass statistics. */
+export function runPipeline(graph: Graph, passes: Pass[], opts: PipelineOptions = {}): { graph: Graph; stats: PassStat[] } {
+  const stats: PassStat[] = [];
+  let expected = opts.verifyEach ? runGraph(graph, opts.verifyEach.feeds) : null;
+  let g = graph;
+  for (const pass of passes) {
+    const nodesBefore = g.nodes.length;
+    const paramsBefore = g.parameterCount();
+    const ctx = { options: opts.passOptions ?? {}, stats: {} as Record<string, number> };
+    const t0 = performance.now();
+    const result = pass.run(g, ctx);
+    const ms = performance.now() - t0;
+    g = result.graph;
+    if (result.changed) g.toposort();
+    stats.push({
+      id: pass.id,
+      changed: result.changed,
+      nodesBefore,
+      nodesAfter: g.nodes.length,
+      paramsBefore,
+      paramsAfter: g.parameterCount(),
+      ms,
+      counters: ctx.stats,
+    });
+    if (opts.verifyEach) {
+      try {
+        verifyGraph(g, pass.id);
+      } catch (e) {
+        throw new PassError(pass.id, (e as Error).message);
+      }
+      const got = runGraph(g, opts.verifyEach.feeds);
+      const worst = diffOutputs(expected!, got)[0];
+      if (worst && !(worst.maxAbs <= opts.verifyEach.atol))
+        throw new PassError(
+          pass.id,
+          `changed output ${worst.output} by ${worst.maxAbs.toExponential(3)} at element ${worst.index} (allowed ${opts.verifyEach.atol})`,
+        );
+      expected = got;
+    }
+    if (opts.printAfter?.includes(pass.id)) opts.print?.(pass.id, printGraph(g));
+  }
+  return { graph: g, stats };
+}
+
+export interface BisectStep {
+  pass: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface BisectResult {
+  /** The first pass after which the check fails; null when every prefix passes. */
+  culprit: string | null;
+  /** Whether the unoptimised graph itself fails the check (then no pass is to blame). */
+  baselineFails: boolean;
+  steps: BisectStep[];
+}
+
+/**
+ * Apply passes one at a time to a copy of `graph`, checking each prefix; stop at the
+ * first failing one. A pass that throws counts as failing, with its message.
+ */
+export function bisectPasses(
+  graph: Graph,
+  passes: Pass[],
+  check: (g: Graph) => { ok: boolean; detail: string },
+  passOptions: PassOptions = {},
+): BisectResult {
+  const steps: BisectStep[] = [];
+  let g = graph.clone();
+  const base = check(g);
+  steps.push({ pass: "(none)", ok: base.ok, detail: base.detail });
+  if (!base.ok) return { culprit: null, baselineFails: true, steps };
+  for (const pass of passes) {
+    let res: { ok: boolean; detail: string };
+    try {
+      g = pass.run(g, { options: passOptions, stats: {} }).graph;
+      g.toposort();
+      verifyGraph(g, pass.id);
+      res = check(g);
+    } catch (e) {
+      res = { ok: false, detail: (e as Error).message.split("\n")[0]! };
+    }
+    steps.push({ pass: pass.id, ...res });
+    if (!res.ok) return { culprit: pass.id, baselineFails: false, steps };
+  }
+  return { culprit: null, baselineFails: false, steps };
+}
