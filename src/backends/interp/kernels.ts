@@ -1,0 +1,920 @@
+// One kernel per IR op, with ONNX semantics, on dense host tensors. This table defines
+// what the ops mean: the interpreter, constant folding and pass tests all run it.
+//
+// Numerics: float32 results are computed in float64 from the float32 operands and
+// rounded once when stored (elementwise ops are therefore correctly rounded, or within
+// an ulp for transcendental ones); MatMul, Gemm, reductions and softmaxes accumulate in
+// float64 and round once at the end. This is at least as accurate as ONNX Runtime,
+// which accumulates in float32. float16 is not supported.
+// Kernels never mutate their inputs, so shape-only ops (Reshape, Squeeze, Unsqueeze,
+// Identity) share the input's data.
+
+import { InvariantError, assertNever, invariant } from "../../core/diagnostics.ts";
+import { type DType, type Tensor, allocData, numel } from "../../core/tensor.ts";
+import { attrInt, attrInts, attrString, normAxis } from "../../ir/infer.ts";
+import type { Attrs, OpKind } from "../../ir/ops.ts";
+import { erf, gelu } from "./erf.ts";
+
+export type Kernel = (inputs: Tensor[], attrs: Attrs) => Tensor[];
+
+/** Indexed read/write over any TensorData; element types match because dtypes are checked first. */
+type Elements = { [index: number]: number | bigint; length: number };
+type Floats = Float32Array | Float64Array;
+
+// ---------------------------------------------------------------- helpers
+
+function checkDtype(t: Tensor, op: string): void {
+  if (t.dtype === "float16") throw new InvariantError("float16 not supported by the interpreter");
+  invariant(
+    t.data.length === numel(t.shape),
+    () => `${op}: tensor holds ${t.data.length} values, shape [${t.shape}] needs ${numel(t.shape)}`,
+  );
+}
+
+function requireFloat(t: Tensor, op: string): Floats {
+  checkDtype(t, op);
+  if (t.dtype !== "float32" && t.dtype !== "float64") throw new InvariantError(`${op}: expects a float tensor, got ${t.dtype}`);
+  return t.data as Floats;
+}
+
+function requireSameDtype(ts: Tensor[], op: string): DType {
+  for (const t of ts) checkDtype(t, op);
+  const dt = ts[0]!.dtype;
+  for (const t of ts) if (t.dtype !== dt) throw new InvariantError(`${op}: operands must share a dtype, got ${ts.map((x) => x.dtype).join(", ")}`);
+  return dt;
+}
+
+function requireIndices(t: Tensor, op: string): BigInt64Array | Int32Array {
+  checkDtype(t, op);
+  if (t.dtype !== "int64" && t.dtype !== "int32") throw new InvariantError(`${op}: indices must be int64 or int32, got ${t.dtype}`);
+  return t.data as BigInt64Array | Int32Array;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Row-major strides of a shape. */
+function stridesOf(shape: readonly number[]): number[] {
+  const st = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = s;
+    s *= shape[i]!;
+  }
+  return st;
+}
+
+/** Numpy broadcasting of concrete shapes. */
+export function broadcastShape(shapes: readonly (readonly number[])[], op = "broadcast"): number[] {
+  const rank = Math.max(0, ...shapes.map((s) => s.length));
+  const out: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    let d = 1;
+    for (const s of shapes) {
+      const x = s[s.length - rank + i] ?? 1;
+      if (x === 1) continue;
+      if (d === 1) d = x;
+      else if (d !== x) throw new InvariantError(`${op}: cannot broadcast ${shapes.map((s) => `[${s}]`).join(" with ")}`);
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+/**
+ * For each element of `out` (row-major), the offset of the element of a tensor of shape
+ * `shape` that broadcasts onto it; null when the shapes are equal (the identity map).
+ * The map is computed once per op, so the arithmetic loops are plain indexed reads.
+ */
+export function broadcastIndex(out: readonly number[], shape: readonly number[]): Int32Array | null {
+  if (sameShape(out, shape)) return null;
+  const R = out.length;
+  const st = new Array<number>(R).fill(0);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    const r = R - shape.length + i;
+    st[r] = shape[i] === 1 ? 0 : s;
+    s *= shape[i]!;
+  }
+  return walkOffsets(out, st, 0);
+}
+
+/**
+ * Offsets `base + Σ_d c_d·strides[d]` for every multi-index c of `shape`, in row-major
+ * order: the strided walk behind broadcasting, transposes, slices and reductions.
+ */
+function walkOffsets(shape: readonly number[], strides: readonly number[], base: number): Int32Array {
+  const n = numel(shape);
+  const idx = new Int32Array(n);
+  if (n === 0) return idx;
+  const R = shape.length;
+  const inner = R ? shape[R - 1]! : 1;
+  const sInner = R ? strides[R - 1]! : 0;
+  const counter = new Array<number>(Math.max(R - 1, 0)).fill(0);
+  let off = base;
+  for (let o = 0; o < n; o += inner) {
+    for (let j = 0; j < inner; j++) idx[o + j] = off + j * sInner;
+    for (let d = R - 2; d >= 0; d--) {
+      counter[d]!++;
+      off += strides[d]!;
+      if (counter[d]! < shape[d]!) break;
+      off -= strides[d]! * shape[d]!;
+      counter[d] = 0;
+    }
+  }
+  return idx;
+}
+
+function normAxes(axes: readonly number[], rank: number, op: string): number[] {
+  const out = axes.map((a) => normAxis(a, rank));
+  if (new Set(out).size !== out.length) throw new InvariantError(`${op}: repeated axis in [${axes}]`);
+  return out;
+}
+
+function reshaped(t: Tensor, shape: number[]): Tensor {
+  return { dtype: t.dtype, shape, data: t.data };
+}
+
+// ---------------------------------------------------------------- elementwise
+
+type BinaryOp = "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min";
+
+function binary(op: BinaryOp): Kernel {
+  return ([a, b]) => {
+    const dtype = requireSameDtype([a!, b!], op);
+    if (dtype === "bool") throw new InvariantError(`${op}: bool operands are not supported`);
+    const shape = broadcastShape([a!.shape, b!.shape], op);
+    const n = numel(shape);
+    const ia = broadcastIndex(shape, a!.shape);
+    const ib = broadcastIndex(shape, b!.shape);
+    const out = allocData(dtype, n);
+    if (dtype === "int64") binaryBigInt(op, a!.data as BigInt64Array, b!.data as BigInt64Array, ia, ib, out as BigInt64Array);
+    else if (dtype === "int32") binaryInt32(op, a!.data as Int32Array, b!.data as Int32Array, ia, ib, out as Int32Array);
+    else binaryFloat(op, a!.data as Floats, b!.data as Floats, ia, ib, out as Floats);
+    return [{ dtype, shape, data: out }];
+  };
+}
+
+function binaryFloat(op: BinaryOp, A: Floats, B: Floats, ia: Int32Array | null, ib: Int32Array | null, out: Floats): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) {
+    const x = A[ia ? ia[i]! : i]!;
+    const y = B[ib ? ib[i]! : i]!;
+    switch (op) {
+      case "Add":
+        out[i] = x + y;
+        break;
+      case "Sub":
+        out[i] = x - y;
+        break;
+      case "Mul":
+        out[i] = x * y;
+        break;
+      case "Div":
+        out[i] = x / y;
+        break;
+      case "Max":
+        out[i] = Math.max(x, y);
+        break;
+      case "Min":
+        out[i] = Math.min(x, y);
+        break;
+    }
+  }
+}
+
+/** int64 arithmetic wraps modulo 2⁶⁴ (BigInt64Array stores do), as in ONNX Runtime; division truncates. */
+function binaryBigInt(op: BinaryOp, A: BigInt64Array, B: BigInt64Array, ia: Int32Array | null, ib: Int32Array | null, out: BigInt64Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) {
+    const x = A[ia ? ia[i]! : i]!;
+    const y = B[ib ? ib[i]! : i]!;
+    switch (op) {
+      case "Add":
+        out[i] = x + y;
+        break;
+      case "Sub":
+        out[i] = x - y;
+        break;
+      case "Mul":
+        out[i] = x * y;
+        break;
+      case "Div":
+        if (y === 0n) throw new InvariantError("Div: integer division by zero");
+        out[i] = x / y;
+        break;
+      case "Max":
+        out[i] = x > y ? x : y;
+        break;
+      case "Min":
+        out[i] = x < y ? x : y;
+        break;
+    }
+  }
+}
+
+function binaryInt32(op: BinaryOp, A: Int32Array, B: Int32Array, ia: Int32Array | null, ib: Int32Array | null, out: Int32Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) {
+    const x = A[ia ? ia[i]! : i]!;
+    const y = B[ib ? ib[i]! : i]!;
+    switch (op) {
+      case "Add":
+        out[i] = x + y;
+        break;
+      case "Sub":
+        out[i] = x - y;
+        break;
+      case "Mul":
+        out[i] = Math.imul(x, y);
+        break;
+      case "Div":
+        if (y === 0) throw new InvariantError("Div: integer division by zero");
+        out[i] = Math.trunc(x / y);
+        break;
+      case "Max":
+        out[i] = Math.max(x, y);
+        break;
+      case "Min":
+        out[i] = Math.min(x, y);
+        break;
+    }
+  }
+}
+
+type CompareOp = "Less" | "Greater" | "GreaterOrEqual" | "Equal";
+
+/** Comparisons of any dtype (numbers or bigints; both operands share one) into bool. */
+function compare(op: CompareOp): Kernel {
+  return ([a, b]) => {
+    requireSameDtype([a!, b!], op);
+    const shape = broadcastShape([a!.shape, b!.shape], op);
+    const n = numel(shape);
+    const ia = broadcastIndex(shape, a!.shape);
+    const ib = broadcastIndex(shape, b!.shape);
+    // Both arrays hold numbers, or both bigints: the relational operators compare either.
+    const A = a!.data as unknown as ArrayLike<number>;
+    const B = b!.data as unknown as ArrayLike<number>;
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const x = A[ia ? ia[i]! : i]!;
+      const y = B[ib ? ib[i]! : i]!;
+      switch (op) {
+        case "Less":
+          out[i] = x < y ? 1 : 0;
+          break;
+        case "Greater":
+          out[i] = x > y ? 1 : 0;
+          break;
+        case "GreaterOrEqual":
+          out[i] = x >= y ? 1 : 0;
+          break;
+        case "Equal":
+          out[i] = x === y ? 1 : 0;
+          break;
+      }
+    }
+    return [{ dtype: "bool", shape, data: out }];
+  };
+}
+
+function logic(op: "And" | "Or"): Kernel {
+  return ([a, b]) => {
+    for (const t of [a!, b!]) if (t.dtype !== "bool") throw new InvariantError(`${op}: operands must be bool, got ${t.dtype}`);
+    const shape = broadcastShape([a!.shape, b!.shape], op);
+    const n = numel(shape);
+    const ia = broadcastIndex(shape, a!.shape);
+    const ib = broadcastIndex(shape, b!.shape);
+    const A = a!.data as Uint8Array;
+    const B = b!.data as Uint8Array;
+    const out = new Uint8Array(n);
+    if (op === "And") for (let i = 0; i < n; i++) out[i] = A[ia ? ia[i]! : i]! && B[ib ? ib[i]! : i]! ? 1 : 0;
+    else for (let i = 0; i < n; i++) out[i] = A[ia ? ia[i]! : i]! || B[ib ? ib[i]! : i]! ? 1 : 0;
+    return [{ dtype: "bool", shape, data: out }];
+  };
+}
+
+const notKernel: Kernel = ([a]) => {
+  if (a!.dtype !== "bool") throw new InvariantError(`Not: operand must be bool, got ${a!.dtype}`);
+  const A = a!.data as Uint8Array;
+  const out = new Uint8Array(A.length);
+  for (let i = 0; i < A.length; i++) out[i] = A[i] ? 0 : 1;
+  return [{ dtype: "bool", shape: [...a!.shape], data: out }];
+};
+
+const whereKernel: Kernel = ([c, x, y]) => {
+  if (c!.dtype !== "bool") throw new InvariantError(`Where: condition must be bool, got ${c!.dtype}`);
+  const dtype = requireSameDtype([x!, y!], "Where");
+  const shape = broadcastShape([c!.shape, x!.shape, y!.shape], "Where");
+  const n = numel(shape);
+  const ic = broadcastIndex(shape, c!.shape);
+  const ix = broadcastIndex(shape, x!.shape);
+  const iy = broadcastIndex(shape, y!.shape);
+  const C = c!.data as Uint8Array;
+  const X = x!.data as unknown as Elements;
+  const Y = y!.data as unknown as Elements;
+  const data = allocData(dtype, n);
+  const out = data as unknown as Elements;
+  for (let i = 0; i < n; i++) out[i] = C[ic ? ic[i]! : i] ? X[ix ? ix[i]! : i]! : Y[iy ? iy[i]! : i]!;
+  return [{ dtype, shape, data }];
+};
+
+type UnaryFloatOp = "Exp" | "Log" | "Sqrt" | "Relu" | "LeakyRelu" | "Tanh" | "Sigmoid" | "Erf" | "Gelu";
+
+function unaryFloat(op: UnaryFloatOp): Kernel {
+  return ([a], attrs) => {
+    const X = requireFloat(a!, op);
+    const n = X.length;
+    const out = a!.dtype === "float32" ? new Float32Array(n) : new Float64Array(n);
+    switch (op) {
+      case "Exp":
+        for (let i = 0; i < n; i++) out[i] = Math.exp(X[i]!);
+        break;
+      case "Log":
+        for (let i = 0; i < n; i++) out[i] = Math.log(X[i]!);
+        break;
+      case "Sqrt":
+        for (let i = 0; i < n; i++) out[i] = Math.sqrt(X[i]!);
+        break;
+      case "Relu":
+        for (let i = 0; i < n; i++) out[i] = X[i]! < 0 ? 0 : X[i]!; // NaN stays NaN
+        break;
+      case "LeakyRelu": {
+        // ONNX float attributes are float32: the slope is the float32 nearest alpha.
+        const alpha = Math.fround(attrInt(attrs, "alpha", 0.01));
+        for (let i = 0; i < n; i++) out[i] = X[i]! < 0 ? alpha * X[i]! : X[i]!;
+        break;
+      }
+      case "Tanh":
+        for (let i = 0; i < n; i++) out[i] = Math.tanh(X[i]!);
+        break;
+      case "Sigmoid":
+        for (let i = 0; i < n; i++) out[i] = 1 / (1 + Math.exp(-X[i]!));
+        break;
+      case "Erf":
+        for (let i = 0; i < n; i++) out[i] = erf(X[i]!);
+        break;
+      case "Gelu": {
+        const approx = attrs["approximate"];
+        if (approx !== undefined && approx !== "none") throw new InvariantError(`Gelu: approximate=${JSON.stringify(approx)} is not supported (exact form only)`);
+        for (let i = 0; i < n; i++) out[i] = gelu(X[i]!);
+        break;
+      }
+      default:
+        assertNever(op, "unary op");
+    }
+    return [{ dtype: a!.dtype, shape: [...a!.shape], data: out }];
+  };
+}
+
+function negAbs(op: "Neg" | "Abs"): Kernel {
+  return ([a]) => {
+    checkDtype(a!, op);
+    const n = a!.data.length;
+    const data = allocData(a!.dtype, n);
+    if (a!.dtype === "int64") {
+      const X = a!.data as BigInt64Array;
+      const out = data as BigInt64Array;
+      for (let i = 0; i < n; i++) out[i] = op === "Neg" || X[i]! < 0n ? -X[i]! : X[i]!;
+    } else if (a!.dtype === "bool") {
+      throw new InvariantError(`${op}: bool operand is not supported`);
+    } else {
+      const X = a!.data as Float32Array | Float64Array | Int32Array;
+      const out = data as Float32Array | Float64Array | Int32Array;
+      if (op === "Neg") for (let i = 0; i < n; i++) out[i] = -X[i]!;
+      else for (let i = 0; i < n; i++) out[i] = Math.abs(X[i]!);
+    }
+    return [{ dtype: a!.dtype, shape: [...a!.shape], data }];
+  };
+}
+
+/**
+ * Cast between float32/float64/int64/int32/bool: floats to integers truncate toward
+ * zero (a non-finite value is an error rather than ONNX's undefined result); anything to
+ * bool is `≠ 0`; int64 to float rounds to nearest.
+ */
+const castKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Cast");
+  const to = attrString(attrs, "to") as DType;
+  if (to === "float16") throw new InvariantError("float16 not supported by the interpreter");
+  const n = a!.data.length;
+  const data = allocData(to, n);
+  const from = a!.dtype;
+  if (to === "int64") {
+    const out = data as BigInt64Array;
+    if (from === "int64") out.set(a!.data as BigInt64Array);
+    else {
+      const X = a!.data as Float32Array | Float64Array | Int32Array | Uint8Array;
+      for (let i = 0; i < n; i++) {
+        const v = X[i]!;
+        if (!Number.isFinite(v)) throw new InvariantError(`Cast: cannot cast ${v} to int64`);
+        out[i] = BigInt(Math.trunc(v));
+      }
+    }
+  } else if (to === "bool") {
+    const out = data as Uint8Array;
+    if (from === "int64") {
+      const X = a!.data as BigInt64Array;
+      for (let i = 0; i < n; i++) out[i] = X[i] !== 0n ? 1 : 0;
+    } else {
+      const X = a!.data as Float32Array | Float64Array | Int32Array | Uint8Array;
+      for (let i = 0; i < n; i++) out[i] = X[i] !== 0 ? 1 : 0; // NaN → true, as in C++
+    }
+  } else {
+    const out = data as Float32Array | Float64Array | Int32Array;
+    if (from === "int64") {
+      const X = a!.data as BigInt64Array;
+      for (let i = 0; i < n; i++) out[i] = Number(X[i]!);
+    } else {
+      const X = a!.data as Float32Array | Float64Array | Int32Array | Uint8Array;
+      if (to === "int32") {
+        for (let i = 0; i < n; i++) {
+          if (!Number.isFinite(X[i]!)) throw new InvariantError(`Cast: cannot cast ${X[i]} to int32`);
+          out[i] = Math.trunc(X[i]!);
+        }
+      } else out.set(X); // typed-array set converts (rounding to float32 where needed)
+    }
+  }
+  return [{ dtype: to, shape: [...a!.shape], data }];
+};
+
+const identityKernel: Kernel = ([a]) => {
+  checkDtype(a!, "Identity");
+  return [reshaped(a!, [...a!.shape])];
+};
+
+// ---------------------------------------------------------------- linear algebra
+
+/**
+ * Numpy matmul: 1-D operands are promoted (and the added dim dropped again), leading
+ * dims broadcast. i-k-j loop order over a float64 row accumulator, rounded once per output.
+ */
+const matmulKernel: Kernel = ([a, b]) => {
+  const A = requireFloat(a!, "MatMul");
+  const B = requireFloat(b!, "MatMul");
+  requireSameDtype([a!, b!], "MatMul");
+  const aS = a!.shape.length === 1 ? [1, a!.shape[0]!] : a!.shape;
+  const bS = b!.shape.length === 1 ? [b!.shape[0]!, 1] : b!.shape;
+  if (aS.length < 2 || bS.length < 2) throw new InvariantError("MatMul: operands must have rank ≥ 1");
+  const M = aS[aS.length - 2]!;
+  const K = aS[aS.length - 1]!;
+  const N = bS[bS.length - 1]!;
+  if (bS[bS.length - 2] !== K) throw new InvariantError(`MatMul: inner dims differ: [${a!.shape}] × [${b!.shape}]`);
+  const aBatch = aS.slice(0, -2);
+  const bBatch = bS.slice(0, -2);
+  const batch = broadcastShape([aBatch, bBatch], "MatMul");
+  const nb = numel(batch);
+  const ia = broadcastIndex(batch, aBatch);
+  const ib = broadcastIndex(batch, bBatch);
+  const out = a!.dtype === "float32" ? new Float32Array(nb * M * N) : new Float64Array(nb * M * N);
+  const acc = new Float64Array(N);
+  for (let p = 0; p < nb; p++) {
+    const aOff = (ia ? ia[p]! : p) * M * K;
+    const bOff = (ib ? ib[p]! : p) * K * N;
+    const oOff = p * M * N;
+    for (let i = 0; i < M; i++) {
+      acc.fill(0);
+      const aRow = aOff + i * K;
+      for (let k = 0; k < K; k++) {
+        const av = A[aRow + k]!;
+        const bRow = bOff + k * N;
+        for (let j = 0; j < N; j++) acc[j]! += av * B[bRow + j]!;
+      }
+      const oRow = oOff + i * N;
+      for (let j = 0; j < N; j++) out[oRow + j] = acc[j]!;
+    }
+  }
+  const shape = [...batch, M, N];
+  if (a!.shape.length === 1) shape.splice(shape.length - 2, 1);
+  if (b!.shape.length === 1) shape.splice(shape.length - 1, 1);
+  return [{ dtype: a!.dtype, shape, data: out }];
+};
+
+/** Y = alpha·op(A)·op(B) + beta·C, with C broadcast to [M, N] (ONNX Gemm). */
+const gemmKernel: Kernel = (ins, attrs) => {
+  const [a, b, c] = ins;
+  const A = requireFloat(a!, "Gemm");
+  const B = requireFloat(b!, "Gemm");
+  requireSameDtype(ins, "Gemm");
+  if (a!.shape.length !== 2 || b!.shape.length !== 2) throw new InvariantError("Gemm: operands must be 2-D");
+  const tA = attrInt(attrs, "transA", 0) !== 0;
+  const tB = attrInt(attrs, "transB", 0) !== 0;
+  const alpha = Math.fround(attrInt(attrs, "alpha", 1));
+  const beta = Math.fround(attrInt(attrs, "beta", 1));
+  const [M, K] = tA ? [a!.shape[1]!, a!.shape[0]!] : [a!.shape[0]!, a!.shape[1]!];
+  const [K2, N] = tB ? [b!.shape[1]!, b!.shape[0]!] : [b!.shape[0]!, b!.shape[1]!];
+  if (K !== K2) throw new InvariantError(`Gemm: inner dims differ: ${K} vs ${K2}`);
+  // element strides of op(A)[i,k] and op(B)[k,j]
+  const [aI, aK] = tA ? [1, M] : [K, 1];
+  const [bK, bJ] = tB ? [1, K] : [N, 1];
+  const ic = c ? broadcastIndex([M, N], c.shape) : null;
+  if (c) broadcastShape([[M, N], c.shape], "Gemm");
+  const C = c ? (c.data as Floats) : null;
+  const out = a!.dtype === "float32" ? new Float32Array(M * N) : new Float64Array(M * N);
+  const acc = new Float64Array(N);
+  for (let i = 0; i < M; i++) {
+    acc.fill(0);
+    for (let k = 0; k < K; k++) {
+      const av = A[i * aI + k * aK]!;
+      const bRow = k * bK;
+      for (let j = 0; j < N; j++) acc[j]! += av * B[bRow + j * bJ]!;
+    }
+    for (let j = 0; j < N; j++) {
+      const o = i * N + j;
+      out[o] = alpha * acc[j]! + (C ? beta * C[ic ? ic[o]! : o]! : 0);
+    }
+  }
+  return [{ dtype: a!.dtype, shape: [M, N], data: out }];
+};
+
+// ---------------------------------------------------------------- normalisation and reductions
+
+/** Softmax / LogSoftmax along one axis (opset ≥ 13), max-subtracted, in float64. */
+function softmaxKernel(log: boolean): Kernel {
+  const op = log ? "LogSoftmax" : "Softmax";
+  return ([a], attrs) => {
+    const X = requireFloat(a!, op);
+    const shape = a!.shape;
+    const axis = normAxis(attrInt(attrs, "axis", -1), shape.length);
+    const n = shape[axis]!;
+    const inner = numel(shape.slice(axis + 1));
+    const outer = numel(shape.slice(0, axis));
+    const out = a!.dtype === "float32" ? new Float32Array(X.length) : new Float64Array(X.length);
+    for (let o = 0; o < outer; o++)
+      for (let q = 0; q < inner; q++) {
+        const base = o * n * inner + q;
+        let max = -Infinity;
+        for (let k = 0; k < n; k++) {
+          const v = X[base + k * inner]!;
+          if (v > max || Number.isNaN(v)) max = v;
+        }
+        let sum = 0;
+        for (let k = 0; k < n; k++) sum += Math.exp(X[base + k * inner]! - max);
+        if (log) {
+          const ls = Math.log(sum);
+          for (let k = 0; k < n; k++) out[base + k * inner] = X[base + k * inner]! - max - ls;
+        } else for (let k = 0; k < n; k++) out[base + k * inner] = Math.exp(X[base + k * inner]! - max) / sum;
+      }
+    return [{ dtype: a!.dtype, shape: [...shape], data: out }];
+  };
+}
+
+type ReduceOp = "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceMean" | "ReduceLogSumExp";
+
+/**
+ * Reductions over `axes` with `keepdims` (default 1). An empty axes list reduces
+ * nothing, matching the IR's shape rule (ONNX would reduce all axes).
+ */
+function reduce(op: ReduceOp): Kernel {
+  return ([a], attrs) => {
+    const X = requireFloat(a!, op);
+    const shape = a!.shape;
+    const axes = normAxes(attrInts(attrs, "axes"), shape.length, op);
+    const keep = attrInt(attrs, "keepdims", 1) === 1;
+    const kept = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+    const outShape = keep ? kept : shape.filter((_, i) => !axes.includes(i));
+    const nOut = numel(kept);
+    const count = numel(shape) / Math.max(nOut, 1);
+    // dest[i]: the output element input element i reduces into
+    const dest = walkOffsets(shape, stridesOf(kept).map((s, i) => (axes.includes(i) ? 0 : s)), 0);
+    const acc = new Float64Array(nOut);
+    const n = X.length;
+    switch (op) {
+      case "ReduceSum":
+      case "ReduceMean":
+        for (let i = 0; i < n; i++) acc[dest[i]!]! += X[i]!;
+        if (op === "ReduceMean") for (let o = 0; o < nOut; o++) acc[o]! /= count;
+        break;
+      case "ReduceMax":
+        acc.fill(-Infinity);
+        for (let i = 0; i < n; i++) acc[dest[i]!] = Math.max(acc[dest[i]!]!, X[i]!);
+        break;
+      case "ReduceMin":
+        acc.fill(Infinity);
+        for (let i = 0; i < n; i++) acc[dest[i]!] = Math.min(acc[dest[i]!]!, X[i]!);
+        break;
+      case "ReduceLogSumExp": {
+        const max = new Float64Array(nOut).fill(-Infinity);
+        for (let i = 0; i < n; i++) max[dest[i]!] = Math.max(max[dest[i]!]!, X[i]!);
+        for (let i = 0; i < n; i++) {
+          const m = max[dest[i]!]!;
+          if (Number.isFinite(m)) acc[dest[i]!]! += Math.exp(X[i]! - m);
+        }
+        for (let o = 0; o < nOut; o++) acc[o] = Number.isFinite(max[o]!) ? max[o]! + Math.log(acc[o]!) : max[o]!;
+        break;
+      }
+      default:
+        assertNever(op, "reduction");
+    }
+    const out = a!.dtype === "float32" ? Float32Array.from(acc) : acc;
+    return [{ dtype: a!.dtype, shape: outShape, data: out }];
+  };
+}
+
+// ---------------------------------------------------------------- shape and indexing
+
+const concatKernel: Kernel = (ins, attrs) => {
+  const dtype = requireSameDtype(ins, "Concat");
+  const rank = ins[0]!.shape.length;
+  const axis = normAxis(attrInt(attrs, "axis"), rank);
+  const shape = [...ins[0]!.shape];
+  let total = 0;
+  for (const t of ins) {
+    if (t.shape.length !== rank || t.shape.some((d, i) => i !== axis && d !== shape[i]))
+      throw new InvariantError(`Concat: shapes differ off axis ${axis}: ${ins.map((x) => `[${x.shape}]`).join(", ")}`);
+    total += t.shape[axis]!;
+  }
+  shape[axis] = total;
+  const outer = numel(shape.slice(0, axis));
+  const inner = numel(shape.slice(axis + 1));
+  const data = allocData(dtype, numel(shape));
+  const out = data as unknown as { set(src: ArrayLike<number | bigint>, offset: number): void };
+  let col = 0;
+  for (const t of ins) {
+    const chunk = t.shape[axis]! * inner;
+    const src = t.data as Float32Array; // any TensorData: subarray/set work alike
+    for (let o = 0; o < outer; o++) out.set(src.subarray(o * chunk, (o + 1) * chunk), o * total * inner + col);
+    col += chunk;
+  }
+  return [{ dtype, shape, data }];
+};
+
+function readIndex(I: BigInt64Array | Int32Array, i: number): number {
+  return Number(I[i]!);
+}
+
+/** Gather along `axis` (default 0); negative indices wrap, others out of range are an error (as in ONNX Runtime). */
+const gatherKernel: Kernel = ([data, idx], attrs) => {
+  checkDtype(data!, "Gather");
+  const I = requireIndices(idx!, "Gather");
+  const axis = normAxis(attrInt(attrs, "axis", 0), data!.shape.length);
+  const s = data!.shape[axis]!;
+  const outer = numel(data!.shape.slice(0, axis));
+  const inner = numel(data!.shape.slice(axis + 1));
+  const shape = [...data!.shape.slice(0, axis), ...idx!.shape, ...data!.shape.slice(axis + 1)];
+  const nIdx = I.length;
+  const pos = new Int32Array(nIdx);
+  for (let j = 0; j < nIdx; j++) {
+    const v = readIndex(I, j);
+    if (v < -s || v >= s) throw new InvariantError(`Gather: index ${v} out of range [${-s}, ${s})`);
+    pos[j] = v < 0 ? v + s : v;
+  }
+  const out = allocData(data!.dtype, numel(shape));
+  const src = data!.data as Float32Array;
+  const dst = out as Float32Array; // any TensorData: subarray/set work alike
+  for (let o = 0; o < outer; o++)
+    for (let j = 0; j < nIdx; j++) {
+      const from = (o * s + pos[j]!) * inner;
+      dst.set(src.subarray(from, from + inner), (o * nIdx + j) * inner);
+    }
+  return [{ dtype: data!.dtype, shape, data: out }];
+};
+
+const gatherElementsKernel: Kernel = ([data, idx], attrs) => {
+  checkDtype(data!, "GatherElements");
+  const I = requireIndices(idx!, "GatherElements");
+  const rank = data!.shape.length;
+  if (idx!.shape.length !== rank) throw new InvariantError("GatherElements: indices must have the data's rank");
+  const axis = normAxis(attrInt(attrs, "axis", 0), rank);
+  const s = data!.shape[axis]!;
+  const st = stridesOf(data!.shape);
+  // offset of each output element with the axis coordinate zeroed, then add index·stride
+  const base = walkOffsets(idx!.shape, st.map((x, i) => (i === axis ? 0 : x)), 0);
+  const n = base.length;
+  const X = data!.data as unknown as Elements;
+  const out = allocData(data!.dtype, n);
+  const O = out as unknown as Elements;
+  for (let i = 0; i < n; i++) {
+    const v = readIndex(I, i);
+    if (v < -s || v >= s) throw new InvariantError(`GatherElements: index ${v} out of range [${-s}, ${s})`);
+    O[i] = X[base[i]! + (v < 0 ? v + s : v) * st[axis]!]!;
+  }
+  return [{ dtype: data!.dtype, shape: [...idx!.shape], data: out }];
+};
+
+const unsqueezeKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Unsqueeze");
+  const rank = a!.shape.length + attrInts(attrs, "axes").length;
+  const axes = normAxes(attrInts(attrs, "axes"), rank, "Unsqueeze");
+  const shape: number[] = [];
+  let j = 0;
+  for (let i = 0; i < rank; i++) shape.push(axes.includes(i) ? 1 : a!.shape[j++]!);
+  return [reshaped(a!, shape)];
+};
+
+const squeezeKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Squeeze");
+  const axes = attrs["axes"] === undefined
+    ? a!.shape.flatMap((d, i) => (d === 1 ? [i] : []))
+    : normAxes(attrInts(attrs, "axes"), a!.shape.length, "Squeeze");
+  for (const ax of axes) if (a!.shape[ax] !== 1) throw new InvariantError(`Squeeze: dim ${ax} of [${a!.shape}] is not 1`);
+  return [reshaped(a!, a!.shape.filter((_, i) => !axes.includes(i)))];
+};
+
+/** Reshape with ONNX's allowzero = 0: 0 copies the input dim, one −1 is inferred. */
+const reshapeKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Reshape");
+  const target = attrInts(attrs, "shape");
+  const shape = target.map((d, i) => {
+    if (d !== 0) return d;
+    const copied = a!.shape[i];
+    if (copied === undefined) throw new InvariantError(`Reshape: 0 at position ${i} but the input has rank ${a!.shape.length}`);
+    return copied;
+  });
+  const n = numel(a!.shape);
+  const inferAt = shape.indexOf(-1);
+  if (inferAt >= 0) {
+    if (shape.indexOf(-1, inferAt + 1) >= 0) throw new InvariantError("Reshape: at most one -1");
+    const known = shape.reduce((p, d, i) => (i === inferAt ? p : p * d), 1);
+    if (known === 0 || n % known !== 0) throw new InvariantError(`Reshape: cannot reshape [${a!.shape}] to [${target}]`);
+    shape[inferAt] = n / known;
+  }
+  if (shape.some((d) => d < 0) || numel(shape) !== n) throw new InvariantError(`Reshape: cannot reshape [${a!.shape}] to [${target}]`);
+  return [reshaped(a!, shape)];
+};
+
+const transposeKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Transpose");
+  const rank = a!.shape.length;
+  const perm = attrs["perm"] === undefined ? [...Array(rank).keys()].reverse() : attrInts(attrs, "perm");
+  if (perm.length !== rank || [...perm].sort((x, y) => x - y).some((p, i) => p !== i))
+    throw new InvariantError(`Transpose: bad perm [${perm}] for rank ${rank}`);
+  const st = stridesOf(a!.shape);
+  const shape = perm.map((p) => a!.shape[p]!);
+  const src = walkOffsets(shape, perm.map((p) => st[p]!), 0);
+  const X = a!.data as unknown as Elements;
+  const data = allocData(a!.dtype, src.length);
+  const O = data as unknown as Elements;
+  for (let i = 0; i < src.length; i++) O[i] = X[src[i]!]!;
+  return [{ dtype: a!.dtype, shape, data }];
+};
+
+/**
+ * Slice with unit steps: per axis, negative starts/ends count from the end, then both
+ * are clamped to [0, dim] (ONNX's rule for positive steps); an empty range gives 0.
+ */
+const sliceKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Slice");
+  const rank = a!.shape.length;
+  const starts = attrInts(attrs, "starts");
+  const ends = attrInts(attrs, "ends");
+  const axes = normAxes(attrs["axes"] === undefined ? starts.map((_, i) => i) : attrInts(attrs, "axes"), rank, "Slice");
+  if (attrs["steps"] !== undefined && attrInts(attrs, "steps").some((s) => s !== 1))
+    throw new InvariantError("Slice: only unit steps are supported");
+  if (starts.length !== axes.length || ends.length !== axes.length)
+    throw new InvariantError(`Slice: starts, ends and axes differ in length`);
+  const shape = [...a!.shape];
+  const begin = new Array<number>(rank).fill(0);
+  axes.forEach((ax, i) => {
+    const d = a!.shape[ax]!;
+    const clamp = (x: number) => Math.min(Math.max(x < 0 ? x + d : x, 0), d);
+    const s = clamp(starts[i]!);
+    begin[ax] = s;
+    shape[ax] = Math.max(0, clamp(ends[i]!) - s);
+  });
+  const st = stridesOf(a!.shape);
+  const base = begin.reduce((p, b, i) => p + b * st[i]!, 0);
+  const src = walkOffsets(shape, st, base);
+  const X = a!.data as unknown as Elements;
+  const data = allocData(a!.dtype, src.length);
+  const O = data as unknown as Elements;
+  for (let i = 0; i < src.length; i++) O[i] = X[src[i]!]!;
+  return [{ dtype: a!.dtype, shape, data }];
+};
+
+/**
+ * TopK along `axis` (default −1): the k largest (largest = 1, default) or smallest
+ * values, sorted, with equal values in ascending index order; indices are int64.
+ * NaN compares as larger than every number (so it is picked first by largest = 1).
+ */
+const topKKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "TopK");
+  if (a!.dtype === "bool") throw new InvariantError("TopK: bool input is not supported");
+  const shape = a!.shape;
+  const axis = normAxis(attrInt(attrs, "axis", -1), shape.length);
+  const k = attrInt(attrs, "k");
+  const largest = attrInt(attrs, "largest", 1) !== 0;
+  if (attrs["sorted"] !== undefined && attrInt(attrs, "sorted") === 0)
+    throw new InvariantError("TopK: sorted = 0 is not supported");
+  const n = shape[axis]!;
+  if (k < 0 || k > n) throw new InvariantError(`TopK: k = ${k} out of range [0, ${n}]`);
+  const inner = numel(shape.slice(axis + 1));
+  const outer = numel(shape.slice(0, axis));
+  const outShape = [...shape];
+  outShape[axis] = k;
+  const X = a!.data as unknown as ArrayLike<number>; // numbers or bigints; only compared
+  const values = allocData(a!.dtype, numel(outShape));
+  const V = values as unknown as Elements;
+  const indices = new BigInt64Array(numel(outShape));
+  const order = new Array<number>(n);
+  const key = new Array<number>(n);
+  const sign = largest ? -1 : 1;
+  // ascending by (sign·value, index); NaN first when largest, last otherwise
+  const cmp = (i: number, j: number): number => {
+    const x = key[i]!;
+    const y = key[j]!;
+    const xn = x !== x;
+    const yn = y !== y;
+    if (xn || yn) {
+      if (xn && yn) return i - j;
+      return (xn ? -1 : 1) * (largest ? 1 : -1);
+    }
+    if (x < y) return -sign;
+    if (x > y) return sign;
+    return i - j;
+  };
+  for (let o = 0; o < outer; o++)
+    for (let q = 0; q < inner; q++) {
+      const base = o * n * inner + q;
+      for (let j = 0; j < n; j++) {
+        order[j] = j;
+        key[j] = X[base + j * inner]!;
+      }
+      order.sort(cmp);
+      const oBase = o * k * inner + q;
+      for (let j = 0; j < k; j++) {
+        V[oBase + j * inner] = X[base + order[j]! * inner]!;
+        indices[oBase + j * inner] = BigInt(order[j]!);
+      }
+    }
+  return [
+    { dtype: a!.dtype, shape: outShape, data: values },
+    { dtype: "int64", shape: [...outShape], data: indices },
+  ];
+};
+
+/**
+ * OneHot on a new last axis of size `depth`, float32: index v in [−depth, depth) sets
+ * position v (mod depth) to 1; any other index gives an all-zero row (ONNX's rule).
+ */
+const oneHotKernel: Kernel = ([a], attrs) => {
+  const I = requireIndices(a!, "OneHot");
+  const depth = attrInt(attrs, "depth");
+  const n = I.length;
+  const out = new Float32Array(n * depth);
+  for (let i = 0; i < n; i++) {
+    const v = readIndex(I, i);
+    if (v >= -depth && v < depth) out[i * depth + (v < 0 ? v + depth : v)] = 1;
+  }
+  return [{ dtype: "float32", shape: [...a!.shape, depth], data: out }];
+};
+
+// ---------------------------------------------------------------- the table
+
+export const KERNELS: Record<OpKind, Kernel> = {
+  Add: binary("Add"),
+  Sub: binary("Sub"),
+  Mul: binary("Mul"),
+  Div: binary("Div"),
+  Max: binary("Max"),
+  Min: binary("Min"),
+  Less: compare("Less"),
+  Greater: compare("Greater"),
+  GreaterOrEqual: compare("GreaterOrEqual"),
+  Equal: compare("Equal"),
+  And: logic("And"),
+  Or: logic("Or"),
+  Not: notKernel,
+  Where: whereKernel,
+  Identity: identityKernel,
+  Neg: negAbs("Neg"),
+  Abs: negAbs("Abs"),
+  Exp: unaryFloat("Exp"),
+  Log: unaryFloat("Log"),
+  Sqrt: unaryFloat("Sqrt"),
+  Relu: unaryFloat("Relu"),
+  LeakyRelu: unaryFloat("LeakyRelu"),
+  Tanh: unaryFloat("Tanh"),
+  Sigmoid: unaryFloat("Sigmoid"),
+  Erf: unaryFloat("Erf"),
+  Gelu: unaryFloat("Gelu"),
+  Cast: castKernel,
+  MatMul: matmulKernel,
+  Gemm: gemmKernel,
+  Softmax: softmaxKernel(false),
+  LogSoftmax: softmaxKernel(true),
+  ReduceSum: reduce("ReduceSum"),
+  ReduceMax: reduce("ReduceMax"),
+  ReduceMin: reduce("ReduceMin"),
+  ReduceMean: reduce("ReduceMean"),
+  ReduceLogSumExp: reduce("ReduceLogSumExp"),
+  Concat: concatKernel,
+  Gather: gatherKernel,
+  GatherElements: gatherElementsKernel,
+  Unsqueeze: unsqueezeKernel,
+  Squeeze: squeezeKernel,
+  Reshape: reshapeKernel,
+  Transpose: transposeKernel,
+  Slice: sliceKernel,
+  TopK: topKKernel,
+  OneHot: oneHotKernel,
+};
+
+/** Run one op on host tensors (constant folding and tests call this). */
+export function runKernel(op: OpKind, inputs: Tensor[], attrs: Attrs = {}): Tensor[] {
+  const k = KERNELS[op];
+  if (!k) assertNever(op as never, "op");
+  return k(inputs, attrs);
+}
+
