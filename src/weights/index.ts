@@ -17,7 +17,18 @@ export {
   writeSafetensorsFile,
 } from "./safetensors.ts";
 export { formatFloat, validateWeights } from "./validate.ts";
-export { GATE_LOGIT_STD, TOWER_LOGIT_STD, activationGain, initWeights } from "./init.ts";
+export {
+  GATE_LOGIT_STD,
+  TOWER_LAYER_GAIN,
+  TOWER_LOGIT_STD,
+  TOWER_OUT_NORM,
+  activationGain,
+  calibrateTowers,
+  initWeights,
+  mixedExperts,
+  mixtureGain,
+  towerOutNorm,
+} from "./init.ts";
 
 /** Read a safetensors checkpoint and check it against the model; every error names `path`. */
 export function loadWeights(path: string, spec: ModelSpec): Weights {

@@ -4,7 +4,7 @@
 import { invariant } from "../core/diagnostics.ts";
 import { Rng } from "../core/random.ts";
 import { type Tensor, numel } from "../core/tensor.ts";
-import type { Activation, ModelSpec } from "../dsl/spec.ts";
+import type { Activation, ExpertLayerSpec, ModelSpec } from "../dsl/spec.ts";
 import { type TensorSlot, type Weights, canonicalLayout } from "./layout.ts";
 
 /**
@@ -14,7 +14,73 @@ import { type TensorSlot, type Weights, canonicalLayout } from "./layout.ts";
  */
 export const GATE_LOGIT_STD = 2.5;
 
-/** Standard deviation, across rows, that tower (sigmoid) logits aim for: outputs spread over (0, 1). */
+/**
+ * Base norm of a tower's output weight vector, before the depth gains below. Across
+ * rows, std(w·u) = sqrt(wᵀ Cov(u) w) depends on how the upstream layers correlate, so
+ * no data-free choice hits a spread exactly; towerOutNorm scales this for depth, and
+ * calibrateTowers makes the spread exact given an evaluator.
+ */
+export const TOWER_OUT_NORM = 2.1;
+
+/**
+ * Growth of the tower output norm per mixture layer that mixes up to `m` experts per
+ * row: 1 + 0.4·(m − 1)/(m + 1). At He scale the mean square of relu activations is kept
+ * but their variance across rows shrinks with depth (more of it becomes a mean all rows
+ * share); averaging experts shrinks it further, the more so the more are mixed. From
+ * 1 for one expert to about 1.3 for all of 6–8 (fitted on one-level models).
+ */
+export function mixtureGain(m: number): number {
+  return 1 + (0.4 * (m - 1)) / (m + 1);
+}
+
+/**
+ * Growth of the tower output norm per hidden tower layer, by its activation, for the
+ * same reason; measured likewise. Linear layers keep the variance; sigmoid, at gain 1,
+ * keeps about a twenty-fifth of it (slope 1/4 at 0).
+ */
+export const TOWER_LAYER_GAIN: Readonly<Record<Activation, number>> = {
+  relu: 1.35,
+  leaky_relu: 1.35,
+  gelu: 1.35,
+  tanh: 1.15,
+  none: 1,
+  sigmoid: 5,
+};
+
+/** The most experts a layer's policy mixes for one row. */
+export function mixedExperts(layer: ExpertLayerSpec): number {
+  const sel = layer.select;
+  switch (sel.kind) {
+    case "all":
+      return layer.experts;
+    case "topK":
+      return Math.min(sel.k, layer.experts);
+    case "aesm":
+      return Math.min(sel.specific + sel.shared, layer.experts);
+    case "fixed": {
+      let most = new Set(sel.shared).size;
+      for (const experts of Object.values(sel.specific)) most = Math.max(most, new Set([...experts, ...sel.shared]).size);
+      return Math.max(1, most);
+    }
+  }
+}
+
+/**
+ * The output norm for `task`'s tower. Measured with the reference evaluator on parity
+ * inputs over one-level models (1–4 stacked layers; all, topK and aesm policies; with
+ * and without batch norm; 12 seeds each), this puts the median tower logit std between
+ * about 1.7 and 3 (the most for deep batch-norm stacks), the least of any near 0.9.
+ */
+export function towerOutNorm(spec: ModelSpec, task: string): number {
+  const t = spec.tasks.find((x) => x.name === task);
+  invariant(t !== undefined, () => `towerOutNorm: no task ${task}`);
+  let norm = TOWER_OUT_NORM * TOWER_LAYER_GAIN[t.tower.act] ** t.tower.units.length;
+  for (const lvl of spec.scenarios) norm *= mixtureGain(mixedExperts(lvl)) ** lvl.layers;
+  if (spec.taskLayers) norm *= mixtureGain(mixedExperts(spec.taskLayers)) ** spec.taskLayers.layers;
+  return norm;
+}
+
+/** Standard deviation, across rows, that calibrateTowers gives tower (sigmoid) logits. */
 export const TOWER_LOGIT_STD = 2;
 
 /** Range of the small, nonzero biases (so a dropped bias is noticed). */
@@ -46,16 +112,26 @@ export function activationGain(act: Activation): number {
  */
 export function initWeights(spec: ModelSpec, seed: number): Weights {
   invariant(Number.isSafeInteger(seed), () => `initWeights: seed must be an integer, got ${seed}`);
-  const acts = mlpActivations(spec);
+  const ctx: InitContext = {
+    acts: mlpActivations(spec),
+    towerNorms: new Map(spec.tasks.map((t) => [`towers.${t.name}.out.weight`, towerOutNorm(spec, t.name)])),
+  };
   const weights: Weights = new Map();
   for (const slot of canonicalLayout(spec)) {
     const rng = new Rng(hashSeed(seed, slot.name));
-    weights.set(slot.name, drawSlot(slot, rng, acts));
+    weights.set(slot.name, drawSlot(slot, rng, ctx));
   }
   return weights;
 }
 
-function drawSlot(slot: TensorSlot, rng: Rng, acts: Map<string, Activation>): Tensor {
+interface InitContext {
+  /** Activation after each MLP or gate linear, by owning prefix (see mlpActivations). */
+  acts: Map<string, Activation>;
+  /** towerOutNorm by the name of each tower's output weight. */
+  towerNorms: Map<string, number>;
+}
+
+function drawSlot(slot: TensorSlot, rng: Rng, ctx: InitContext): Tensor {
   const data = new Float32Array(numel(slot.shape));
   const fill = (draw: () => number) => {
     for (let i = 0; i < data.length; i++) data[i] = draw();
@@ -66,7 +142,7 @@ function drawSlot(slot: TensorSlot, rng: Rng, acts: Map<string, Activation>): Te
       fill(() => rng.normal());
       break;
     case "linear.weight": {
-      const act = acts.get(mlpPrefixOf(slot.name));
+      const act = ctx.acts.get(mlpPrefixOf(slot.name));
       invariant(act !== undefined, () => `initWeights: no MLP owns ${slot.name}`);
       const std = activationGain(act) / Math.sqrt(fanIn);
       fill(() => std * rng.normal());
@@ -80,9 +156,20 @@ function drawSlot(slot: TensorSlot, rng: Rng, acts: Map<string, Activation>): Te
       break;
     }
     case "tower.out.weight": {
-      // Across rows, var(w·u) = Σ w_i² var(u_i) ≈ std(w)² · fanIn for unit-variance features.
-      const std = TOWER_LOGIT_STD / Math.sqrt(fanIn);
-      fill(() => std * rng.normal());
+      // Zero-sum, so that the mean that relu-family features share cancels instead of
+      // shifting every row's logit the same way (outputs piled up near 0 or 1); then a
+      // fixed norm, so the spread does not also depend on the luck of ‖w‖.
+      fill(() => rng.normal());
+      if (data.length > 1) {
+        const mean = data.reduce((a, b) => a + b, 0) / data.length;
+        for (let i = 0; i < data.length; i++) data[i] = data[i]! - mean;
+      }
+      let sq = 0;
+      for (const v of data) sq += v * v;
+      const norm = ctx.towerNorms.get(slot.name);
+      invariant(norm !== undefined, () => `initWeights: no tower owns ${slot.name}`);
+      const scale = sq > 0 ? norm / Math.sqrt(sq) : 0;
+      for (let i = 0; i < data.length; i++) data[i] = data[i]! * scale;
       break;
     }
     case "linear.bias":
@@ -100,6 +187,47 @@ function drawSlot(slot: TensorSlot, rng: Rng, acts: Map<string, Activation>): Te
       break;
   }
   return { dtype: "float32", shape: [...slot.shape], data };
+}
+
+/**
+ * Rescale each tower's output projection so that, over the evaluated rows, its logits
+ * have standard deviation `target` and a mean equal to the tower's (small) bias.
+ * `outputs` holds each task's probabilities (the model's outputs, MODEL.md §8) as an
+ * evaluator computed them from `weights`. Exact in one step: a logit is
+ * `w·u + b`, linear in the output projection, and nothing reads it but the sigmoid.
+ * Tasks whose outputs are constant or saturated are left as they are.
+ */
+export function calibrateTowers(
+  spec: ModelSpec,
+  weights: Weights,
+  outputs: Record<string, ArrayLike<number>>,
+  target = TOWER_LOGIT_STD,
+): Weights {
+  const out: Weights = new Map(weights);
+  for (const task of spec.tasks) {
+    const probs = Object.prototype.hasOwnProperty.call(outputs, task.name) ? outputs[task.name] : undefined;
+    invariant(probs !== undefined, () => `calibrateTowers: no outputs for task ${task.name}`);
+    const wName = `towers.${task.name}.out.weight`;
+    const bName = `towers.${task.name}.out.bias`;
+    const w = weights.get(wName);
+    const b = weights.get(bName);
+    invariant(w !== undefined && b !== undefined, () => `calibrateTowers: weights lack ${wName} or ${bName}`);
+    const bias = b.data[0] as number;
+    // Row parts of the logits, w·u = logit(p) − b, where p is not saturated.
+    const rows: number[] = [];
+    for (let i = 0; i < probs.length; i++) {
+      const l = Math.log(probs[i]! / (1 - probs[i]!)) - bias;
+      if (Number.isFinite(l)) rows.push(l);
+    }
+    if (rows.length < 2) continue;
+    const mean = rows.reduce((a, v) => a + v, 0) / rows.length;
+    const std = Math.sqrt(rows.reduce((a, v) => a + (v - mean) ** 2, 0) / rows.length);
+    if (!(std > 1e-12)) continue;
+    const a = target / std;
+    out.set(wName, { dtype: "float32", shape: [...w.shape], data: Float32Array.from(w.data as Float32Array, (v) => v * a) });
+    out.set(bName, { dtype: "float32", shape: [...b.shape], data: Float32Array.of(bias - a * mean) });
+  }
+  return out;
 }
 
 /** `….layers.<j>.linear.{weight,bias}` → the MLP or gate prefix that owns it. */
@@ -141,3 +269,4 @@ function hashSeed(seed: number, name: string): number {
   }
   return h;
 }
+

@@ -91,8 +91,10 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsCon
   const entries = topLevelEntries(text);
   const seen = new Set<string>();
   for (const { key } of entries) {
-    if (seen.has(key))
-      throw fail("AESM2007", key === METADATA_KEY ? `duplicate "${METADATA_KEY}" in header` : `duplicate tensor name in header`, key);
+    if (seen.has(key)) {
+      const what = key === METADATA_KEY ? `"${METADATA_KEY}"` : "tensor name";
+      throw fail("AESM2007", `duplicate ${what} in header`, key);
+    }
     seen.add(key);
   }
 
@@ -163,11 +165,9 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsCon
     const dims = shape as number[];
     const want = byteLength(dims, DTYPE_BYTES[dtype]);
     if (want !== end - begin) {
-      problem(
-        "AESM2014",
-        key,
-        `${dtype} ${formatShape(dims)} needs ${want ?? "more than 2^53"} bytes, data_offsets [${begin}, ${end}] hold ${end - begin}`,
-      );
+      const needs = want ?? "more than 2^53";
+      const hold = `data_offsets [${begin}, ${end}] hold ${end - begin}`;
+      problem("AESM2014", key, `${dtype} ${formatShape(dims)} needs ${needs} bytes, ${hold}`);
       continue;
     }
     ranges.push({ name: key, begin, end });

@@ -41,7 +41,7 @@ export function validateWeights(spec: ModelSpec, weights: Weights, file?: string
       continue;
     }
     const bad = firstNonFinite(data);
-    if (bad >= 0) add("AESM2104", slot.name, `contains ${Number.isNaN(data[bad]) ? "NaN" : formatFloat(data[bad]!)} at index ${bad}`);
+    if (bad >= 0) add("AESM2104", slot.name, `contains ${formatFloat(data[bad]!)} at index ${bad}`);
     if (slot.role === "bn.running_var") {
       const neg = data.findIndex((v) => v < 0);
       if (neg >= 0) add("AESM2105", slot.name, `running_var must be ≥ 0, got ${formatFloat(data[neg]!)} at index ${neg}`);

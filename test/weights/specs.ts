@@ -21,7 +21,9 @@ const aesm: SelectSpec = { kind: "aesm", specific: 1, shared: 1, eps: 1e-9, mask
  *   features.item.weight [10, 4]; x0 width 4 + 3 = 7
  *   expert: Linear(7 → 6) + relu; gate: Linear(7 + 2 → 4)
  */
-export function oneLevelSpec(over: { experts?: number; expertUnits?: number[]; towerUnits?: number[] } = {}): ModelSpec {
+export function oneLevelSpec(
+  over: { experts?: number; expertUnits?: number[]; towerUnits?: number[]; select?: SelectSpec } = {},
+): ModelSpec {
   return {
     kind: "aesm.model",
     version: 1,
@@ -39,7 +41,7 @@ export function oneLevelSpec(over: { experts?: number; expertUnits?: number[]; t
         experts: over.experts ?? 4,
         expert: mlp(over.expertUnits ?? [6]),
         gate: gate(),
-        select: aesm,
+        select: over.select ?? aesm,
       },
     ],
     tasks: [
