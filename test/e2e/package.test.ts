@@ -20,8 +20,10 @@ export default defineModel({
 });
 `;
 
+/** npx, with npm's own warnings (e.g. about this repo's onnxruntime-node .npmrc key, inherited through the environment under `npm test`) dropped from stderr. */
 function npx(cwd: string, args: string[]) {
-  return spawnSync("npx", ["--no-install", ...args], { cwd, encoding: "utf8", timeout: 180_000 });
+  const r = spawnSync("npx", ["--no-install", ...args], { cwd, encoding: "utf8", timeout: 180_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr.replace(/^npm warn .*\n/gm, "") };
 }
 
 describe("installed as a dependency", () => {
