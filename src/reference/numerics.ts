@@ -108,7 +108,7 @@ function erfcPositive(x: number): number {
 
 /** The error function; absolute error below 1e-15 everywhere (tested against 50-digit values). */
 export function erf(x: number): number {
-  if (Number.isNaN(x)) return NaN;
+  if (Number.isNaN(x) || x === 0) return x; // keeps the sign of ±0
   const ax = Math.abs(x);
   if (ax < TABLE_LO) return erfSeries(x);
   if (ax > TABLE_HI) return x > 0 ? 1 : -1; // erfc(6) ≈ 2e-17 < ulp(1)/2

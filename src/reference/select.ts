@@ -1,0 +1,248 @@
+// The selection policies of MODEL.md §5 (and the §7 reference mask), one row at a time:
+// gate logits Z[G, E] and the row's scenario or task index in, mixing weights w[E] out.
+
+import type { SelectSpec } from "../dsl/spec.ts";
+import { assertNever } from "../core/diagnostics.ts";
+
+/** A policy with everything that does not depend on the row resolved. */
+export type SelectionPolicy =
+  | { kind: "aesm"; specific: number; shared: number; eps: number; mask: "masked" | "reference" }
+  | { kind: "all" }
+  | { kind: "topK"; k: number }
+  /** `allowed[i·E + e]` = 1 when expert e is in specific[value i] ∪ shared. */
+  | { kind: "fixed"; allowed: Uint8Array };
+
+/**
+ * Resolve a policy for a layer whose selection indices are named `indexNames` (scenario
+ * values, or task names for task layers). Experts named in `fixed` outside [0, E) are the
+ * validator's to reject; here they are ignored.
+ */
+export function resolvePolicy(select: SelectSpec, indexNames: readonly string[], experts: number): SelectionPolicy {
+  switch (select.kind) {
+    case "aesm":
+      return { ...select };
+    case "all":
+      return { kind: "all" };
+    case "topK":
+      return { kind: "topK", k: select.k };
+    case "fixed": {
+      const allowed = new Uint8Array(indexNames.length * experts);
+      indexNames.forEach((name, i) => {
+        for (const e of [...(select.specific[name] ?? []), ...select.shared])
+          if (Number.isInteger(e) && e >= 0 && e < experts) allowed[i * experts + e] = 1;
+      });
+      return { kind: "fixed", allowed };
+    }
+    default:
+      return assertNever(select, "selection policy");
+  }
+}
+
+/** Per-layer scratch buffers, so that selecting a row allocates nothing. */
+export class SelectionScratch {
+  readonly specificScore: Float64Array;
+  readonly sharedScore: Float64Array;
+  readonly specificOrder: Int32Array;
+  readonly sharedOrder: Int32Array;
+  /** Multiplicity of each expert in the selected set(s): 0, 1, or 2 (aesm, in both sets). */
+  readonly count: Uint8Array;
+  readonly logit: Float64Array;
+  readonly prob: Float64Array; // P[g] for one expert
+  readonly logProb: Float64Array; // log P[g] for one expert
+  constructor(
+    readonly gates: number,
+    readonly experts: number,
+  ) {
+    this.specificScore = new Float64Array(experts);
+    this.sharedScore = new Float64Array(experts);
+    this.specificOrder = new Int32Array(experts);
+    this.sharedOrder = new Int32Array(experts);
+    this.count = new Uint8Array(experts);
+    this.logit = new Float64Array(experts);
+    this.prob = new Float64Array(gates);
+    this.logProb = new Float64Array(gates);
+  }
+}
+
+/**
+ * Fill `order` with 0..E−1 sorted by (score, index) ascending: insertion sort is stable, so
+ * equal scores keep the lower expert index first (MODEL.md §5, "ties go to the lower index").
+ */
+export function rankAscending(score: Float64Array, order: Int32Array): void {
+  const n = order.length;
+  for (let i = 0; i < n; i++) {
+    const e = i;
+    const s = score[e]!;
+    let j = i - 1;
+    while (j >= 0 && score[order[j]!]! > s) {
+      order[j + 1] = order[j]!;
+      j--;
+    }
+    order[j + 1] = e;
+  }
+}
+
+/** Gap between the last selected and the first unselected score of a ranking; Infinity if no boundary. */
+function boundaryGap(score: Float64Array, order: Int32Array, k: number): number {
+  if (k <= 0 || k >= order.length) return Infinity;
+  return Math.abs(score[order[k]!]! - score[order[k - 1]!]!);
+}
+
+const rnd32 = Math.fround;
+const keep = (x: number): number => x;
+
+/**
+ * w[e] ∝ exp(z[e]) over the experts with `member[e] ≠ 0`, 0 elsewhere; stable (the max over
+ * the set is subtracted first). An empty set gives all-zero weights.
+ */
+function softmaxOver(
+  z: Float64Array,
+  zOff: number,
+  member: Uint8Array,
+  memberOff: number,
+  E: number,
+  f32: boolean,
+  w: Float64Array,
+  wOff: number,
+): void {
+  const r = f32 ? rnd32 : keep;
+  let max = -Infinity;
+  for (let e = 0; e < E; e++) if (member[memberOff + e] && z[zOff + e]! > max) max = z[zOff + e]!;
+  let sum = 0;
+  for (let e = 0; e < E; e++) {
+    if (!member[memberOff + e]) {
+      w[wOff + e] = 0;
+      continue;
+    }
+    const x = r(Math.exp(r(z[zOff + e]! - max)));
+    w[wOff + e] = x;
+    sum = r(sum + x);
+  }
+  if (sum === 0) return; // empty set: leave zeros
+  for (let e = 0; e < E; e++) if (member[memberOff + e]) w[wOff + e] = r(w[wOff + e]! / sum);
+}
+
+/**
+ * AESM scores of every expert (MODEL.md §5), with P = softmax over the G gates of Z[:, e]:
+ *   specific sp_e = Σ_g q_g·log(q_g / (P[g,e] + eps)),  q = onehot(index) + eps (not renormalised)
+ *   shared   sh_e = Σ_g u·(log u − log P[g,e]),         u = 1/G
+ * log P is taken as the log-softmax (z − max) − log Σ exp(z − max), the same number as
+ * log(P) but finite where P underflows to 0.
+ */
+function aesmScores(
+  z: Float64Array,
+  zOff: number,
+  G: number,
+  E: number,
+  index: number,
+  eps: number,
+  f32: boolean,
+  s: SelectionScratch,
+): void {
+  const r = f32 ? rnd32 : keep;
+  const epsR = r(eps);
+  const u = r(1 / G);
+  const logU = r(Math.log(u));
+  const qHot = r(1 + epsR);
+  const logQHot = r(Math.log(qHot));
+  const logEps = r(Math.log(epsR));
+  for (let e = 0; e < E; e++) {
+    let max = -Infinity;
+    for (let g = 0; g < G; g++) if (z[zOff + g * E + e]! > max) max = z[zOff + g * E + e]!;
+    let sum = 0;
+    for (let g = 0; g < G; g++) {
+      const d = r(z[zOff + g * E + e]! - max);
+      s.logProb[g] = d;
+      const x = r(Math.exp(d));
+      s.prob[g] = x;
+      sum = r(sum + x);
+    }
+    const logSum = r(Math.log(sum));
+    let sp = 0;
+    let sh = 0;
+    for (let g = 0; g < G; g++) {
+      const p = r(s.prob[g]! / sum);
+      const logP = r(s.logProb[g]! - logSum);
+      const q = g === index ? qHot : epsR;
+      const logQ = g === index ? logQHot : logEps;
+      // q·log(q/(P+eps)) written as q·(log q − log(P+eps)), both logs of float-exact operands
+      sp = r(sp + r(q * r(logQ - r(Math.log(r(p + epsR))))));
+      sh = r(sh + r(u * r(logU - logP)));
+    }
+    s.specificScore[e] = sp;
+    s.sharedScore[e] = sh;
+  }
+}
+
+/**
+ * Select one row: write w[E] at `wOff` and the selected set A (0/1) at `selOff`, return
+ * the ranking margin (see LayerTrace.margin). `z` holds Z[B, G, E]; this row's Z starts at `zOff`.
+ */
+export function selectRow(
+  policy: SelectionPolicy,
+  z: Float64Array,
+  zOff: number,
+  index: number,
+  f32: boolean,
+  s: SelectionScratch,
+  w: Float64Array,
+  wOff: number,
+  selected: Uint8Array,
+  selOff: number,
+): number {
+  const G = s.gates;
+  const E = s.experts;
+  const rowZ = zOff + index * E; // Z[index, :], the logits the weights use
+  const count = s.count;
+  switch (policy.kind) {
+    case "all":
+      count.fill(1);
+      softmaxOver(z, rowZ, count, 0, E, f32, w, wOff);
+      selected.fill(1, selOff, selOff + E);
+      return Infinity;
+    case "fixed":
+      softmaxOver(z, rowZ, policy.allowed, index * E, E, f32, w, wOff);
+      for (let e = 0; e < E; e++) selected[selOff + e] = policy.allowed[index * E + e]!;
+      return Infinity;
+    case "topK": {
+      // rank by −z ascending = z descending, ties to the lower index
+      for (let e = 0; e < E; e++) s.specificScore[e] = -z[rowZ + e]!;
+      rankAscending(s.specificScore, s.specificOrder);
+      const k = Math.min(policy.k, E);
+      count.fill(0);
+      for (let j = 0; j < k; j++) count[s.specificOrder[j]!] = 1;
+      softmaxOver(z, rowZ, count, 0, E, f32, w, wOff);
+      for (let e = 0; e < E; e++) selected[selOff + e] = count[e]!;
+      return boundaryGap(s.specificScore, s.specificOrder, k);
+    }
+    case "aesm": {
+      aesmScores(z, zOff, G, E, index, policy.eps, f32, s);
+      rankAscending(s.specificScore, s.specificOrder);
+      rankAscending(s.sharedScore, s.sharedOrder);
+      const kSp = Math.min(policy.specific, E);
+      const kSh = Math.min(policy.shared, E);
+      count.fill(0);
+      for (let j = 0; j < kSp; j++) count[s.specificOrder[j]!]! += 1;
+      for (let j = 0; j < kSh; j++) count[s.sharedOrder[j]!]! += 1;
+      for (let e = 0; e < E; e++) selected[selOff + e] = count[e]! > 0 ? 1 : 0;
+      if (policy.mask === "masked") {
+        // A = SP ∪ SH: an expert in both sets counts once
+        softmaxOver(z, rowZ, selected, selOff, E, f32, w, wOff);
+      } else {
+        // §7: the TF code multiplies logits by m_e = [e∈SP] + [e∈SH], or −1e9 when 0, then
+        // takes a softmax over all E: doubled logits for experts in both sets, and a
+        // negative unselected logit flips to a huge positive one.
+        const r = f32 ? rnd32 : keep;
+        for (let e = 0; e < E; e++) s.logit[e] = r(z[rowZ + e]! * (count[e]! > 0 ? count[e]! : -1e9));
+        count.fill(1);
+        softmaxOver(s.logit, 0, count, 0, E, f32, w, wOff);
+      }
+      return Math.min(
+        boundaryGap(s.specificScore, s.specificOrder, kSp),
+        boundaryGap(s.sharedScore, s.sharedOrder, kSh),
+      );
+    }
+    default:
+      return assertNever(policy, "selection policy");
+  }
+}
