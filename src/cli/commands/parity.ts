@@ -1,48 +1,148 @@
-// `aesm parity`: the float64 reference against the compiled ONNX on onnxruntime.
-// Exit 0 within tolerance, 1 on a mismatch, 2 on bad usage or input.
+// `aesm parity`: the float64 reference against the compiled ONNX on onnxruntime, per provider
+// with graph optimisations off and on. Exit 0 within tolerance, 1 on a mismatch, 2 on bad usage
+// or input (including a provider that is not installed).
 
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import { userError } from "../../core/diagnostics.ts";
 import { loadModel } from "../../dsl/index.ts";
-import { DEFAULT_NEAR_TIE, DEFAULT_TOLERANCE, formatParityReport, runParity } from "../../parity/index.ts";
+import {
+  DEFAULT_FP32_ROWS,
+  DEFAULT_NEAR_TIE,
+  PROVIDERS,
+  type ParityPrecision,
+  type Provider,
+  type ReportContext,
+  checkInputsPath,
+  formatParityReport,
+  formatParitySummary,
+  generateInputs,
+  parityReportHtml,
+  parityReportJson,
+  parseToleranceArg,
+  readInputsFile,
+  resolveTolerances,
+  runParity,
+  silentProgress,
+  terminalProgress,
+  writeInputsFile,
+  writeParityOutputs,
+} from "../../parity/index.ts";
+import { writeFileAtomic } from "../../core/atomic.ts";
 import { loadWeights } from "../../weights/index.ts";
 import { intArg, nonNegativeNumber } from "../args.ts";
 import type { CommandContext } from "../io.ts";
 
+export const DEFAULT_ROWS = 2048;
+
 interface ParityFlags {
   weights: string;
   onnx: string;
-  provider: "cpu" | "cuda" | "tensorrt";
+  provider?: Provider[];
   rows: number;
   seed: number;
-  atol: number;
-  rtol: number;
+  inputs?: string;
+  saveInputs?: string;
+  saveOutputs?: string;
+  precision: ParityPrecision;
+  atol?: string[];
+  rtol?: string[];
   nearTie: number;
+  rmseMultiplier?: number;
+  fp32Rows: number;
+  worst: number;
+  json?: string;
+  html?: string;
+  summary?: boolean;
+  progress: boolean;
+}
+
+function providerArg(v: string, prev: Provider[] | undefined): Provider[] {
+  if (!(PROVIDERS as readonly string[]).includes(v))
+    throw new InvalidArgumentError(`--provider must be one of ${PROVIDERS.join(", ")}, got "${v}"`);
+  return [...(prev ?? []), v as Provider];
+}
+
+/** Tokens of a variadic tolerance flag, each checked as it comes (so a typo is a usage error). */
+function toleranceTokens(flag: string) {
+  return (v: string, prev: string[] | undefined): string[] => {
+    try {
+      parseToleranceArg(flag, [v]);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+    return [...(prev ?? []), v];
+  };
+}
+
+function parseTolerances(flag: string, tokens: string[] | undefined) {
+  if (!tokens) return undefined;
+  try {
+    return parseToleranceArg(flag, tokens);
+  } catch (e) {
+    throw userError("AESM4110", flag, (e as Error).message);
+  }
 }
 
 export function registerParity(program: Command, { io, setExitCode }: CommandContext): void {
   program
     .command("parity")
-    .description("compare a compiled ONNX with the float64 reference (exit 0 pass, 1 mismatch, 2 bad input)")
+    .description("compare a compiled ONNX with the float64 reference (exit 0 pass, 1 mismatch, 2 bad usage or input)")
     .argument("<model>", "model file (.ts or .json)")
     .requiredOption("-w, --weights <file>", "weights (.safetensors)")
     .requiredOption("--onnx <file>", "compiled ONNX model")
-    .addOption(new Option("--provider <name>", "onnxruntime execution provider").choices(["cpu", "cuda", "tensorrt"]).default("cpu"))
-    .option("--rows <n>", "rows of generated input", intArg("--rows", 1, 10_000_000), 2048)
-    .option("--seed <n>", "input seed", intArg("--seed", 0, 2 ** 32 - 1), 0)
-    .option("--atol <x>", "absolute tolerance", nonNegativeNumber("--atol"), DEFAULT_TOLERANCE.atol)
-    .option("--rtol <x>", "relative tolerance (an element fails only when both are exceeded)", nonNegativeNumber("--rtol"), DEFAULT_TOLERANCE.rtol)
+    .option("--provider <name>", `onnxruntime execution provider, repeatable: ${PROVIDERS.join(", ")} (default cpu)`, providerArg)
+    .addOption(new Option("--rows <n>", "rows of generated input").argParser(intArg("--rows", 1, 10_000_000)).default(DEFAULT_ROWS).conflicts("inputs"))
+    .addOption(new Option("--seed <n>", "seed of generated input").argParser(intArg("--seed", 0, 2 ** 32 - 1)).default(0).conflicts("inputs"))
+    .option("--inputs <file>", "use these rows instead of generated ones (.jsonl or .npz)")
+    .option("--save-inputs <file>", "write the rows used (.jsonl or .npz) to repeat the run exactly")
+    .option("--save-outputs <file>", "write the reference's and each run's outputs (.json)")
+    .addOption(new Option("--precision <p>", "compiled precision: picks the default tolerances").choices(["fp32", "fp16"]).default("fp32"))
+    .option("--atol <tol...>", "absolute tolerance: a global value and/or <output>:<value> (e.g. --atol 1e-5 cvr:1e-4)", toleranceTokens("--atol"))
+    .option("--rtol <tol...>", "relative tolerance, same form; an element fails only when both are exceeded", toleranceTokens("--rtol"))
     .option("--near-tie <x>", "selection score gap below which a flipped selection is a near-tie", nonNegativeNumber("--near-tie"), DEFAULT_NEAR_TIE)
+    .option("--rmse-multiplier <x>", "RMSE check: rmse(onnx) ≤ x · rmse(float32 reference) + atol/10 (default 2 for fp32, 3 for fp16)", nonNegativeNumber("--rmse-multiplier"))
+    .option("--fp32-rows <n>", "rows the float32 reference evaluates for the RMSE check (0: off)", intArg("--fp32-rows", 0, 10_000_000), DEFAULT_FP32_ROWS)
+    .option("--worst <n>", "worst rows listed per output", intArg("--worst", 0, 1000), 5)
+    .option("--json <file>", "write the report as JSON (schema aesm.parity/v1)")
+    .option("--html <file>", "write a self-contained HTML report")
+    .option("--summary", "print one summary line instead of the tables")
+    .option("--no-progress", "no progress bar (it only shows when stderr is a terminal)")
     .action(async (modelPath: string, o: ParityFlags) => {
       const { spec } = await loadModel(modelPath);
-      const weights = await loadWeights(o.weights, spec);
+      const tolerances = resolveTolerances(
+        spec.tasks.map((t) => t.name),
+        o.precision,
+        parseTolerances("--atol", o.atol),
+        parseTolerances("--rtol", o.rtol),
+      );
+      if (o.saveInputs) checkInputsPath(o.saveInputs);
+      if (o.inputs) checkInputsPath(o.inputs);
+      const weights = loadWeights(o.weights, spec);
+      const inputs = o.inputs ? readInputsFile(o.inputs, spec) : generateInputs(spec, { rows: o.rows, seed: o.seed });
+      if (o.saveInputs) writeInputsFile(o.saveInputs, spec, inputs);
+
       const result = await runParity(spec, weights, o.onnx, {
-        rows: o.rows,
-        seed: o.seed,
-        provider: o.provider,
-        tol: { atol: o.atol, rtol: o.rtol },
+        inputs,
+        providers: o.provider ?? ["cpu"],
+        tolerances,
+        precision: o.precision,
         nearTie: o.nearTie,
+        ...(o.rmseMultiplier !== undefined ? { rmseMultiplier: o.rmseMultiplier } : {}),
+        fp32Rows: o.fp32Rows,
+        worst: o.worst,
+        progress: io.isTTY && o.progress ? terminalProgress(io.err) : silentProgress,
+        keepValues: o.saveOutputs !== undefined,
       });
-      io.out(formatParityReport(result, `parity: ${modelPath} vs ${o.onnx} (seed ${o.seed})`) + "\n");
+      const ctx: ReportContext = {
+        modelFile: modelPath,
+        weightsFile: o.weights,
+        onnxFile: o.onnx,
+        inputs: o.inputs ? { source: "file", file: o.inputs } : { source: "generated", seed: o.seed },
+      };
+      io.out(o.summary ? formatParitySummary(result) : formatParityReport(result, ctx));
+      if (o.json) writeFileAtomic(o.json, JSON.stringify(parityReportJson(result, ctx), null, 2) + "\n");
+      if (o.html) writeFileAtomic(o.html, parityReportHtml(result, ctx));
+      if (o.saveOutputs) writeParityOutputs(o.saveOutputs, result);
       setExitCode(result.pass ? 0 : 1);
     });
 }
