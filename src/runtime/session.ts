@@ -60,7 +60,7 @@ export function providerUnavailableMessage(provider: "cuda" | "tensorrt"): strin
   // onnxruntime-node's install script downloads the GPU providers (CUDA and TensorRT come
   // together) only for linux/x64, and only when its install flag asks for cuda12.
   if (process.platform === "linux" && process.arch === "x64")
-    return `${head}; install the CUDA build: npm_config_onnxruntime_node_install=cuda12 npm rebuild onnxruntime-node (${NEEDS[provider]})`;
+    return `${head}; install the CUDA build: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js (${NEEDS[provider]})`;
   return `${head}; onnxruntime-node ships GPU providers for linux/x64 only (this is ${process.platform}/${process.arch})`;
 }
 

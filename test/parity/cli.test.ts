@@ -132,7 +132,7 @@ describe("aesm parity", () => {
     expect(r.code).toBe(2);
     expect(r.out).toBe("");
     expect(r.err).toBe(
-      'error[AESM3001]: provider: execution provider "cuda" is not available in this onnxruntime-node install; install the CUDA build: npm_config_onnxruntime_node_install=cuda12 npm rebuild onnxruntime-node (needs an NVIDIA GPU with CUDA 12 and cuDNN 9)\n',
+      'error[AESM3001]: provider: execution provider "cuda" is not available in this onnxruntime-node install; install the CUDA build: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js (needs an NVIDIA GPU with CUDA 12 and cuDNN 9)\n',
     );
   });
 

@@ -139,7 +139,7 @@ describe("openSession errors", () => {
     const needs = provider === "cuda" ? "CUDA 12 and cuDNN 9" : "CUDA 12, cuDNN 9 and TensorRT 10";
     const expected =
       process.platform === "linux" && process.arch === "x64"
-        ? `execution provider "${provider}" is not available in this onnxruntime-node install; install the CUDA build: npm_config_onnxruntime_node_install=cuda12 npm rebuild onnxruntime-node (needs an NVIDIA GPU with ${needs})`
+        ? `execution provider "${provider}" is not available in this onnxruntime-node install; install the CUDA build: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js (needs an NVIDIA GPU with ${needs})`
         : providerUnavailableMessage(provider);
     expect(err.diagnostics).toEqual([{ code: "AESM3001", path: "provider", message: expected }]);
     expect(err.message).not.toContain("\n");
