@@ -1,18 +1,22 @@
 // Loading a model file (.json, or a .ts/.mts/.js/.mjs module run through tsx) into a ModelSpec,
 // with every diagnostic attributed to the file and, where the path can be found in it, a line:col.
+// TypeScript model files are type-checked (check.ts) before they run.
 
 import { readFile, stat } from "node:fs/promises";
 import { extname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { tsImport } from "tsx/esm/api";
 import { AesmError, type Diagnostic, userError } from "../core/diagnostics.ts";
+import { typecheckModel } from "./check.ts";
 import { joinPath, parseModel } from "./parse.ts";
 import type { ModelSpec } from "./spec.ts";
 
 const MODULE_EXTENSIONS = [".ts", ".mts", ".js", ".mjs"];
+/** Module files that are TypeScript, hence type-checked before they run. */
+const TYPED_EXTENSIONS = [".ts", ".mts"];
 
 /** 1-based line and column. */
-interface Position {
+export interface Position {
   line: number;
   column: number;
 }
@@ -20,13 +24,34 @@ interface Position {
 /** Finds where a diagnostic path points in the source, if it can. */
 type Locate = (path: string) => Position | undefined;
 
+export interface LoadOptions {
+  /**
+   * Type-check a .ts/.mts model file before running it (default true; the environment variable
+   * `AESM_TYPECHECK=0` turns the default off, for the CLI commands that have no flag for it).
+   */
+  typecheck?: boolean;
+}
+
+export interface LoadedModel {
+  spec: ModelSpec;
+  /** The path as the caller gave it. */
+  file: string;
+  /** Where a model path (`scenarios.page.experts`) is declared in the file, or its nearest declared parent. */
+  locate(path: string): Promise<Position | undefined>;
+}
+
+/** Whether model files are type-checked when the caller does not say. */
+export function typecheckByDefault(): boolean {
+  return process.env.AESM_TYPECHECK !== "0";
+}
+
 /**
  * Load and validate a model file. `file` in the result and in every diagnostic is `path`
  * as the caller gave it. Throws AesmError: AESM4001 missing file, AESM4004 unsupported
- * extension, AESM1001 bad JSON, AESM1002 module failed, AESM1003 nothing exported, or
- * the model's own AESM1xxx problems.
+ * extension, AESM1001 bad JSON, AESM1100 type errors, AESM1002 module failed, AESM1003
+ * nothing exported, or the model's own AESM1xxx problems.
  */
-export async function loadModel(path: string): Promise<{ spec: ModelSpec; file: string }> {
+export async function loadModel(path: string, options: LoadOptions = {}): Promise<LoadedModel> {
   const file = path;
   const ext = extname(path);
   if (ext !== ".json" && !MODULE_EXTENSIONS.includes(ext))
@@ -42,8 +67,18 @@ export async function loadModel(path: string): Promise<{ spec: ModelSpec; file: 
     throw userError("AESM1002", "", `failed to load: ${messageOf(e)}`, file);
   }
 
-  const spec = ext === ".json" ? await loadJson(abs, file) : await loadModule(abs, file);
-  return { spec, file };
+  if (TYPED_EXTENSIONS.includes(ext) && (options.typecheck ?? typecheckByDefault())) {
+    const { diagnostics } = await typecheckModel(abs, file);
+    if (diagnostics.length > 0) throw new AesmError(diagnostics);
+  }
+
+  if (ext === ".json") {
+    const { spec, locate } = await loadJson(abs, file);
+    return { spec, file, locate: async (p) => locate(p) };
+  }
+  const spec = await loadModule(abs, file);
+  let locator: Promise<Locate | undefined> | undefined;
+  return { spec, file, locate: async (p) => (await (locator ??= moduleLocator(abs, file)))?.(p) };
 }
 
 function messageOf(e: unknown): string {
@@ -61,7 +96,7 @@ function attribute(diagnostics: readonly Diagnostic[], file: string, locate?: Lo
 
 // ---- JSON ----
 
-async function loadJson(abs: string, file: string): Promise<ModelSpec> {
+async function loadJson(abs: string, file: string): Promise<{ spec: ModelSpec; locate: Locate }> {
   let text: string;
   try {
     text = await readFile(abs, "utf8");
@@ -106,7 +141,7 @@ async function loadJson(abs: string, file: string): Promise<ModelSpec> {
     return offset === undefined ? undefined : positionAt(text, offset);
   };
   if (problems.length > 0 || !spec) throw new AesmError(attribute(problems, file, locate));
-  return spec;
+  return { spec, locate };
 }
 
 function positionAt(text: string, offset: number): Position {
@@ -368,9 +403,10 @@ async function moduleLocator(abs: string, file: string): Promise<Locate | undefi
   } catch {
     return undefined;
   }
-  const ts = (await import("typescript")).default;
+  // ts-morph's copy of TypeScript: the type check loads it anyway, and one compiler is enough.
+  const { ts } = await import("ts-morph");
   const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
-  type Node = import("typescript").Node;
+  type Node = import("ts-morph").ts.Node;
 
   /** Top-level `const name = …` initialisers, so `expert: sharedExpert` can be followed. */
   const consts = new Map<string, Node>();
@@ -394,7 +430,7 @@ async function moduleLocator(abs: string, file: string): Promise<Locate | undefi
     }
     return node;
   };
-  const calleeName = (call: import("typescript").CallExpression): string | undefined => {
+  const calleeName = (call: import("ts-morph").ts.CallExpression): string | undefined => {
     const c = call.expression;
     return ts.isIdentifier(c) ? c.text : ts.isPropertyAccessExpression(c) ? c.name.text : undefined;
   };
@@ -457,12 +493,12 @@ async function moduleLocator(abs: string, file: string): Promise<Locate | undefi
 
 /** The model expression: the default export, else `export const model`, else the first defineModel call. */
 function findModelRoot(
-  ts: typeof import("typescript"),
-  sf: import("typescript").SourceFile,
-  unwrap: (n: import("typescript").Node) => import("typescript").Node,
-  calleeName: (c: import("typescript").CallExpression) => string | undefined,
-): import("typescript").Node | undefined {
-  let found: import("typescript").Node | undefined;
+  ts: typeof import("ts-morph").ts,
+  sf: import("ts-morph").ts.SourceFile,
+  unwrap: (n: import("ts-morph").ts.Node) => import("ts-morph").ts.Node,
+  calleeName: (c: import("ts-morph").ts.CallExpression) => string | undefined,
+): import("ts-morph").ts.Node | undefined {
+  let found: import("ts-morph").ts.Node | undefined;
   for (const st of sf.statements) {
     if (ts.isExportAssignment(st) && !st.isExportEquals) found ??= st.expression;
     if (ts.isVariableStatement(st) && st.modifiers?.some((m) => m.kind === ts.SyntaxKind.ExportKeyword))
@@ -470,7 +506,7 @@ function findModelRoot(
         if (ts.isIdentifier(d.name) && d.name.text === "model" && d.initializer) found ??= d.initializer;
   }
   if (!found) {
-    const visit = (n: import("typescript").Node): void => {
+    const visit = (n: import("ts-morph").ts.Node): void => {
       if (found) return;
       if (ts.isCallExpression(n) && calleeName(n) === "defineModel") found = n;
       else ts.forEachChild(n, visit);
@@ -478,4 +514,74 @@ function findModelRoot(
     visit(sf);
   }
   return found && unwrap(found);
+}
+
+// ---- weights that do not fit: back to the model part that declared the tensor ----
+
+/** Codes of validateWeights (src/weights/validate.ts): a checkpoint that does not fit the model. */
+const WEIGHTS_FIT_CODES = new Set(["AESM2101", "AESM2102", "AESM2103", "AESM2104", "AESM2105", "AESM2106"]);
+
+/**
+ * The model path that declares a canonical tensor (MODEL.md §6), for pointing a weights error
+ * at the model file: `scenario_layers.page.0.experts.3.…` → `scenarios.page.experts` when the
+ * tensor is missing or unexpected (the expert count or structure disagrees), `scenarios.page.expert`
+ * when it is there but misshapen (the expert MLP declares its shape). Undefined for names
+ * that are no part of the model.
+ */
+export function modelPathOfTensor(spec: ModelSpec, tensor: string, code = ""): string | undefined {
+  const s = tensor.split(".");
+  const countOrStructure = code === "AESM2101" || code === "AESM2102";
+  /** `<i>.<experts|gates>.<e>.…` of a mixture layer declared at `base`; `gatesFrom` declares how many gates. */
+  const mixture = (base: string, rest: string[], layers: number, experts: number, gates: number, gatesFrom: string): string => {
+    const i = Number(rest[0]);
+    if (!Number.isInteger(i)) return base;
+    if (i >= layers) return joinPath(base, "layers");
+    const [part, index] = [rest[1], Number(rest[2])];
+    if (part === "experts") return joinPath(base, index >= experts || countOrStructure ? "experts" : "expert");
+    if (part === "gates") return index >= gates ? gatesFrom : joinPath(base, "gate");
+    return base;
+  };
+  switch (s[0]) {
+    case "features":
+      return spec.features.some((f) => f.name === s[1]) ? joinPath("features", s[1]!) : "features";
+    case "scenarios":
+      return spec.scenarios.some((l) => l.name === s[1]) ? joinPath("scenarios", s[1]!) : "scenarios";
+    case "tasks":
+      return spec.taskLayers ? "taskLayers.dim" : "tasks";
+    case "scenario_layers": {
+      const lvl = spec.scenarios.find((l) => l.name === s[1]);
+      if (!lvl) return "scenarios";
+      const base = joinPath("scenarios", lvl.name);
+      return mixture(base, s.slice(2), lvl.layers, lvl.experts, lvl.values.length, joinPath(base, "values"));
+    }
+    case "task_layers": {
+      const tl = spec.taskLayers;
+      if (!tl) return "tasks";
+      // One gate per task: a gate beyond them means the tasks differ.
+      return mixture("taskLayers", s.slice(1), tl.layers, tl.experts, spec.tasks.length, "tasks");
+    }
+    case "towers":
+      return spec.tasks.some((t) => t.name === s[1]) ? joinPath(joinPath("tasks", s[1]!), "tower") : "tasks";
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A weights error (from loadWeights / validateWeights) with each tensor diagnostic pointing at
+ * the line of the model file that declared the tensor's part; the weights file stays in the message.
+ * Diagnostics that are about the weights file itself (its format) are kept as they are.
+ */
+export async function locateWeightsError(err: AesmError, model: LoadedModel): Promise<AesmError> {
+  const diagnostics = await Promise.all(
+    err.diagnostics.map(async (d): Promise<Diagnostic> => {
+      if (!WEIGHTS_FIT_CODES.has(d.code)) return d;
+      const part = modelPathOfTensor(model.spec, d.path, d.code);
+      const pos = part === undefined ? undefined : await model.locate(part);
+      if (!pos) return d;
+      const weightsFile = d.file !== undefined && d.file !== model.file ? ` (in ${d.file})` : "";
+      return { ...d, message: `${d.message}${weightsFile}`, file: model.file, ...pos };
+    }),
+  );
+  return new AesmError(diagnostics, err.exitCode);
 }
