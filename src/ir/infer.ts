@@ -270,6 +270,27 @@ const RULES: Record<OpKind, Rule> = {
     if (t.dtype !== "int64") fail("indices must be int64");
     return [{ dtype: "float32", shape: [...t.shape, attrInt(attrs, "depth")] }];
   }),
+  // The count of non-zeros is known only at run time: a symbol named by the node, so that
+  // every NonZero has its own (the interpreter binds each symbol once per run).
+  NonZero: arity(1, (ins, attrs, fail) => {
+    const dim = attrString(attrs, "dim");
+    if (dim === "") fail("dim must name a symbol");
+    return [{ dtype: "int64", shape: [ins[0]!.shape.length, dim] }];
+  }),
+  ScatterND: arity(3, (ins, attrs, fail) => {
+    const [data, idx, upd] = ins as [ValueType, ValueType, ValueType];
+    const reduction = attrString(attrs, "reduction", "none");
+    if (reduction !== "none" && reduction !== "add") fail(`reduction must be "none" or "add", got "${reduction}"`);
+    if (idx.dtype !== "int64") fail("indices must be int64");
+    if (upd.dtype !== data.dtype) fail("updates must have the data's dtype");
+    const q = idx.shape.length;
+    const k = idx.shape[q - 1];
+    if (q < 1 || typeof k !== "number" || k > data.shape.length) fail("indices' last dim must be static and at most the data's rank");
+    const want = [...idx.shape.slice(0, -1), ...data.shape.slice(k as number)];
+    if (want.length !== upd.shape.length || want.some((d, i) => d !== upd.shape[i]))
+      fail(`updates must be [${want.join(",")}]`);
+    return [{ dtype: data.dtype, shape: [...data.shape] }];
+  }),
 };
 
 /** Output types of `op` applied to inputs of the given types; throws InvariantError naming the op. */

@@ -55,6 +55,9 @@ export const OP_KINDS = [
   "Slice", // {starts, ends, axes}
   "TopK", // {k, axis, largest}: outputs (values, int64 indices); ties keep the lower index first
   "OneHot", // {depth}: int64 indices → float32 one-hot on a new last axis
+  // data-dependent indexing (sparse expert dispatch)
+  "NonZero", // {dim}: int64 [rank, dim] coordinates of the non-zero elements; `dim` names the data-dependent count
+  "ScatterND", // {reduction?: "none" | "add"} (data, int64 indices [..., k], updates): data with slices replaced or added to; index tuples must not repeat
 ] as const;
 
 export type OpKind = (typeof OP_KINDS)[number];

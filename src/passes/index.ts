@@ -2,10 +2,31 @@
 
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
+import { foldBatchNorm } from "./fold-batch-norm.ts";
 import { foldConstants } from "./fold-constants.ts";
+import { fuseExperts } from "./fuse-experts.ts";
+import { fuseGates } from "./fuse-gates.ts";
 import type { Pass } from "./pass.ts";
+import { pruneCalibrated } from "./prune-calibrated.ts";
+import { pruneStatic } from "./prune-static.ts";
+import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
+import { sparseDispatch } from "./sparse-dispatch.ts";
+import { toFp16 } from "./to-fp16.ts";
 
-export const PASSES: Pass[] = [simplify, foldConstants, cse, dce];
+export const PASSES: Pass[] = [
+  simplify,
+  foldConstants,
+  cse,
+  dce,
+  foldBatchNorm,
+  fuseExperts,
+  fuseGates,
+  selectClosedForm,
+  pruneStatic,
+  pruneCalibrated,
+  sparseDispatch,
+  toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
+];
 
 export * from "./pass.ts";

@@ -11,6 +11,8 @@ export interface PassOptions {
   nearTieRewrites?: boolean;
   /** Sparse dispatch of selected experts: decided by the cost model, forced, or off. */
   sparseDispatch?: "auto" | "always" | "never";
+  /** Rows per call the sparse-dispatch cost model assumes (the batch dim is symbolic); default 1024. */
+  sparseTargetBatch?: number;
   /** Experts to prune per layer (from calibration): layer path → expert indices never selected. */
   prunedExperts?: Record<string, number[]>;
 }

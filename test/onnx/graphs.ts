@@ -70,7 +70,13 @@ export function allOpsGraph(opts: { gelu?: boolean } = {}): Graph {
   const eqf = op("Cast", [eq], { to: "float32" }, "eqf");
   const idsf = op("Cast", [ids], { to: "float32" }, "idsf");
   const mix = op("Add", [op("ReduceSum", [wh], { axes: [1], keepdims: 0 }), op("Mul", [eqf, idsf])]);
-  const logit = op("Add", [op("Add", [op("Add", [mix, rmax]), op("Sub", [rmin, rmean])]), op("Sub", [rlse, op("Squeeze", [rsum], { axes: [1] })])]);
+  // sparse dispatch's ops: the rows where ids = page, gathered, and scattered back over `wh`
+  const nz = op("NonZero", [eq], { dim: "n_eq" }, "nz"); // [1,n_eq]
+  const rows = op("Squeeze", [nz], { axes: [0] }, "rows"); // [n_eq]
+  const picked = op("Add", [op("Gather", [ge, rows], { axis: 0 }), half], {}, "picked"); // [n_eq,2]
+  const sc = op("ScatterND", [wh, op("Unsqueeze", [rows], { axes: [1] }), picked], {}, "sc"); // [batch,2]
+  const mix2 = op("Add", [mix, op("ReduceSum", [sc], { axes: [1], keepdims: 0 })]);
+  const logit = op("Add", [op("Add", [op("Add", [mix2, rmax]), op("Sub", [rmin, rmean])]), op("Sub", [rlse, op("Squeeze", [rsum], { axes: [1] })])]);
   g.setOutput("ctr", op("Sigmoid", [logit], {}, "ctr"));
   g.setOutput("select:layer.0", op("Identity", [oh], {}, "select:layer.0"));
   g.setOutput("topv", topv!);

@@ -5,12 +5,14 @@
 // rounded once when stored (elementwise ops are therefore correctly rounded, or within
 // an ulp for transcendental ones); MatMul, Gemm, reductions and softmaxes accumulate in
 // float64 and round once at the end. This is at least as accurate as ONNX Runtime,
-// which accumulates in float32. float16 is not supported.
+// which accumulates in float32. float16 tensors (Uint16Array bit patterns) move through
+// the shape and indexing kernels as they are; every other kernel widens them exactly to
+// float32, computes as above, and rounds its float results to half (viaFloat32).
 // Kernels never mutate their inputs, so shape-only ops (Reshape, Squeeze, Unsqueeze,
 // Identity) share the input's data.
 
 import { InvariantError, assertNever, invariant } from "../../core/diagnostics.ts";
-import { type DType, type Tensor, allocData, numel } from "../../core/tensor.ts";
+import { type DType, type Tensor, allocData, floatToHalf, halfToFloat, numel } from "../../core/tensor.ts";
 import { attrInt, attrInts, attrString, normAxis } from "../../ir/infer.ts";
 import type { Attrs, OpKind } from "../../ir/ops.ts";
 import { erf, gelu } from "./erf.ts";
@@ -24,7 +26,6 @@ type Floats = Float32Array | Float64Array;
 // ---------------------------------------------------------------- helpers
 
 function checkDtype(t: Tensor, op: string): void {
-  if (t.dtype === "float16") throw new InvariantError("float16 not supported by the interpreter");
   invariant(
     t.data.length === numel(t.shape),
     () => `${op}: tensor holds ${t.data.length} values, shape [${t.shape}] needs ${numel(t.shape)}`,
@@ -134,6 +135,92 @@ function normAxes(axes: readonly number[], rank: number, op: string): number[] {
 
 function reshaped(t: Tensor, shape: number[]): Tensor {
   return { dtype: t.dtype, shape, data: t.data };
+}
+
+// ---------------------------------------------------------------- float16
+
+/** Every half bit pattern as a number (exact): 256 KiB, built on first use. */
+let halfTable: Float32Array | null = null;
+
+function halfValues(): Float32Array {
+  if (!halfTable) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h);
+  }
+  return halfTable;
+}
+
+/**
+ * The half nearest `x`, ties to even, rounded once from `x` itself: floatToHalf rounds
+ * through float32 first, which can land on a half tie that `x` is not on (a float64 Cast).
+ */
+export function roundToHalf(x: number): number {
+  const h = floatToHalf(x);
+  if (x === Math.fround(x) || !Number.isFinite(x)) return h; // float32: floatToHalf rounds once
+  const v = halfToFloat(h);
+  if (v === x) return h;
+  const sign = h & 0x8000;
+  const mag = Math.abs(x);
+  if (!Number.isFinite(v)) return mag >= 65520 ? h : sign | 0x7bff; // 65520 is the tie between 65504 and ∞
+  // the other candidate: one half step on x's side of v (away from 0 when |v| < |x|)
+  const other = Math.abs(v) < mag ? h + 1 : h - 1;
+  const w = halfToFloat(other);
+  const dv = Math.abs(x - v);
+  const dw = Math.abs(x - w);
+  if (dw < dv || (dw === dv && (other & 1) === 0)) return other;
+  return h;
+}
+
+/** A float16 tensor as float32 (exact); any other tensor as it is. */
+function widenHalf(t: Tensor): Tensor {
+  if (t.dtype !== "float16") return t;
+  checkDtype(t, "float16");
+  const table = halfValues();
+  const X = t.data as Uint16Array;
+  const out = new Float32Array(X.length);
+  for (let i = 0; i < X.length; i++) out[i] = table[X[i]!]!;
+  return { dtype: "float32", shape: t.shape, data: out };
+}
+
+/**
+ * float32 values as half bit patterns, each rounded to nearest even: floatToHalf's rule, with
+ * the common case (a normal half) done on the float32 bits in the loop.
+ */
+export function halvesOf(X: Float32Array): Uint16Array {
+  const B = new Uint32Array(X.buffer, X.byteOffset, X.length);
+  const out = new Uint16Array(X.length);
+  for (let i = 0; i < B.length; i++) {
+    const b = B[i]!;
+    const e = ((b >>> 23) & 0xff) - 112; // half exponent field
+    if (e <= 0 || e >= 31) {
+      out[i] = floatToHalf(X[i]!); // zero, subnormal, overflow, infinity, NaN
+      continue;
+    }
+    const mant = b & 0x7fffff;
+    let r = (e << 10) | (mant >>> 13);
+    const rest = mant & 0x1fff;
+    if (rest > 0x1000 || (rest === 0x1000 && r & 1)) r++; // a carry into the exponent is right, up to ∞
+    out[i] = ((b >>> 16) & 0x8000) | r;
+  }
+  return out;
+}
+
+function narrowToHalf(t: Tensor): Tensor {
+  return { dtype: "float16", shape: t.shape, data: halvesOf(t.data as Float32Array) };
+}
+
+/**
+ * float16 through a float32 kernel: half operands are widened exactly, the kernel computes
+ * in float64 and rounds to float32, and its float results are rounded again to half (the
+ * IR gives an op on half operands half results). Double rounding through float32 is off
+ * by one half ULP only when the float32 result lands exactly on a half tie, and is what ONNX
+ * Runtime's CPU provider does where it runs a half op as float32 between casts.
+ */
+function viaFloat32(k: Kernel): Kernel {
+  return (ins, attrs) => {
+    if (!ins.some((t) => t.dtype === "float16")) return k(ins, attrs);
+    return k(ins.map(widenHalf), attrs).map((t) => (t.dtype === "float32" ? narrowToHalf(t) : t));
+  };
 }
 
 // ---------------------------------------------------------------- elementwise
@@ -390,18 +477,29 @@ function negAbs(op: "Neg" | "Abs"): Kernel {
 }
 
 /**
- * Cast between float32/float64/int64/int32/bool: floats to integers truncate toward
+ * Cast between float32/float64/float16/int64/int32/bool: floats to integers truncate toward
  * zero (a non-finite value is an error rather than ONNX's undefined result); anything to
  * bool is `≠ 0`; int64 to float rounds to nearest.
  */
-const castKernel: Kernel = ([a], attrs) => {
-  checkDtype(a!, "Cast");
+const castKernel: Kernel = ([input], attrs) => {
+  checkDtype(input!, "Cast");
+  // half → float32 is exact, so a cast from half is a cast from its float32 value
+  const a = widenHalf(input!);
   const to = attrString(attrs, "to") as DType;
-  if (to === "float16") throw new InvariantError("float16 not supported by the interpreter");
-  const n = a!.data.length;
+  const n = a.data.length;
   const data = allocData(to, n);
-  const from = a!.dtype;
-  if (to === "int64") {
+  const from = a.dtype;
+  if (to === "float16") {
+    // rounded once to nearest even (float64 too: roundToHalf does not go through float32)
+    const out = data as Uint16Array;
+    if (from === "int64") {
+      const X = a.data as BigInt64Array;
+      for (let i = 0; i < n; i++) out[i] = roundToHalf(Number(X[i]!));
+    } else {
+      const X = a.data as Float32Array | Float64Array | Int32Array | Uint8Array;
+      for (let i = 0; i < n; i++) out[i] = roundToHalf(X[i]!);
+    }
+  } else if (to === "int64") {
     const out = data as BigInt64Array;
     if (from === "int64") out.set(a!.data as BigInt64Array);
     else {
@@ -860,45 +958,119 @@ const oneHotKernel: Kernel = ([a], attrs) => {
   return [{ dtype: "float32", shape: [...a!.shape, depth], data: out }];
 };
 
+// ---------------------------------------------------------------- data-dependent indexing
+
+/** NonZero: the coordinates of the non-zero (true) elements in row-major order, as int64 [rank, n]. */
+const nonZeroKernel: Kernel = ([a]) => {
+  checkDtype(a!, "NonZero");
+  const X = a!.data as unknown as ArrayLike<number | bigint>;
+  const hits: number[] = [];
+  for (let i = 0; i < X.length; i++) if (X[i] !== 0 && X[i] !== 0n) hits.push(i); // NaN counts as non-zero
+  const rank = a!.shape.length;
+  const st = stridesOf(a!.shape);
+  const n = hits.length;
+  const out = new BigInt64Array(rank * n);
+  hits.forEach((flat, j) => {
+    let rest = flat;
+    for (let d = 0; d < rank; d++) {
+      out[d * n + j] = BigInt(Math.floor(rest / st[d]!));
+      rest %= st[d]!;
+    }
+  });
+  return [{ dtype: "int64", shape: [rank, n], data: out }];
+};
+
+/**
+ * ScatterND: a copy of `data` whose slices addressed by the k-tuples of `indices` [..., k]
+ * are replaced by `updates` (reduction "none", the default) or have them added (reduction
+ * "add"; float32 sums rounded once, as a float32 add is). Negative indices wrap; others out
+ * of range are an error, and so is a repeated index tuple: ONNX leaves repeats undefined
+ * without reduction, and the IR requires unique tuples in both modes (so that "add" equals
+ * data[i] + updates written back, the emitter's form below opset 16).
+ */
+const scatterNDKernel: Kernel = ([data, idx, upd], attrs) => {
+  checkDtype(data!, "ScatterND");
+  const I = requireIndices(idx!, "ScatterND");
+  requireSameDtype([data!, upd!], "ScatterND");
+  const reduction = attrString(attrs, "reduction", "none");
+  if (reduction !== "none" && reduction !== "add") throw new InvariantError(`ScatterND: reduction ${JSON.stringify(reduction)} is not supported`);
+  if (reduction === "add" && data!.dtype === "bool") throw new InvariantError("ScatterND: reduction add on bool is not supported");
+  const q = idx!.shape.length;
+  const k = idx!.shape[q - 1]!;
+  const shape = data!.shape;
+  if (q < 1 || k > shape.length) throw new InvariantError(`ScatterND: indices [${idx!.shape}] do not fit data [${shape}]`);
+  const want = [...idx!.shape.slice(0, -1), ...shape.slice(k)];
+  if (!sameShape(want, upd!.shape)) throw new InvariantError(`ScatterND: updates are [${upd!.shape}], expected [${want}]`);
+  const st = stridesOf(shape);
+  const slice = numel(shape.slice(k));
+  const tuples = k === 0 ? numel(idx!.shape.slice(0, -1)) : I.length / k;
+  const out = allocData(data!.dtype, numel(shape));
+  const O = out as Float32Array; // any TensorData: subarray/set work alike
+  O.set(data!.data as Float32Array);
+  const U = upd!.data as Float32Array;
+  const written = new Set<number>();
+  for (let t = 0; t < tuples; t++) {
+    let off = 0;
+    for (let d = 0; d < k; d++) {
+      const s = shape[d]!;
+      const v = readIndex(I, t * k + d);
+      if (v < -s || v >= s) throw new InvariantError(`ScatterND: index ${v} out of range [${-s}, ${s}) on axis ${d}`);
+      off += (v < 0 ? v + s : v) * st[d]!;
+    }
+    if (written.has(off)) throw new InvariantError(`ScatterND: index tuple ${t} repeats an earlier one (the IR requires unique indices)`);
+    written.add(off);
+    if (reduction === "none") O.set(U.subarray(t * slice, (t + 1) * slice), off);
+    else {
+      // Elements of one dtype: numbers or bigints, never mixed.
+      const Oe = out as unknown as { [i: number]: number };
+      const Ue = upd!.data as unknown as ArrayLike<number>;
+      for (let i = 0; i < slice; i++) Oe[off + i] = Oe[off + i]! + Ue[t * slice + i]!;
+    }
+  }
+  return [{ dtype: data!.dtype, shape: [...shape], data: out }];
+};
+
 // ---------------------------------------------------------------- the table
 
+// Shape and indexing kernels (and Where, Cast) take float16 as it is; the others go through
+// viaFloat32. Logic and OneHot never see a float.
 export const KERNELS: Record<OpKind, Kernel> = {
-  Add: binary("Add"),
-  Sub: binary("Sub"),
-  Mul: binary("Mul"),
-  Div: binary("Div"),
-  Max: binary("Max"),
-  Min: binary("Min"),
-  Less: compare("Less"),
-  Greater: compare("Greater"),
-  GreaterOrEqual: compare("GreaterOrEqual"),
-  Equal: compare("Equal"),
+  Add: viaFloat32(binary("Add")),
+  Sub: viaFloat32(binary("Sub")),
+  Mul: viaFloat32(binary("Mul")),
+  Div: viaFloat32(binary("Div")),
+  Max: viaFloat32(binary("Max")),
+  Min: viaFloat32(binary("Min")),
+  Less: viaFloat32(compare("Less")),
+  Greater: viaFloat32(compare("Greater")),
+  GreaterOrEqual: viaFloat32(compare("GreaterOrEqual")),
+  Equal: viaFloat32(compare("Equal")),
   And: logic("And"),
   Or: logic("Or"),
   Not: notKernel,
   Where: whereKernel,
   Identity: identityKernel,
-  Neg: negAbs("Neg"),
-  Abs: negAbs("Abs"),
-  Exp: unaryFloat("Exp"),
-  Log: unaryFloat("Log"),
-  Sqrt: unaryFloat("Sqrt"),
-  Relu: unaryFloat("Relu"),
-  LeakyRelu: unaryFloat("LeakyRelu"),
-  Tanh: unaryFloat("Tanh"),
-  Sigmoid: unaryFloat("Sigmoid"),
-  Erf: unaryFloat("Erf"),
-  Gelu: unaryFloat("Gelu"),
+  Neg: viaFloat32(negAbs("Neg")),
+  Abs: viaFloat32(negAbs("Abs")),
+  Exp: viaFloat32(unaryFloat("Exp")),
+  Log: viaFloat32(unaryFloat("Log")),
+  Sqrt: viaFloat32(unaryFloat("Sqrt")),
+  Relu: viaFloat32(unaryFloat("Relu")),
+  LeakyRelu: viaFloat32(unaryFloat("LeakyRelu")),
+  Tanh: viaFloat32(unaryFloat("Tanh")),
+  Sigmoid: viaFloat32(unaryFloat("Sigmoid")),
+  Erf: viaFloat32(unaryFloat("Erf")),
+  Gelu: viaFloat32(unaryFloat("Gelu")),
   Cast: castKernel,
-  MatMul: matmulKernel,
-  Gemm: gemmKernel,
-  Softmax: softmaxKernel(false),
-  LogSoftmax: softmaxKernel(true),
-  ReduceSum: reduce("ReduceSum"),
-  ReduceMax: reduce("ReduceMax"),
-  ReduceMin: reduce("ReduceMin"),
-  ReduceMean: reduce("ReduceMean"),
-  ReduceLogSumExp: reduce("ReduceLogSumExp"),
+  MatMul: viaFloat32(matmulKernel),
+  Gemm: viaFloat32(gemmKernel),
+  Softmax: viaFloat32(softmaxKernel(false)),
+  LogSoftmax: viaFloat32(softmaxKernel(true)),
+  ReduceSum: viaFloat32(reduce("ReduceSum")),
+  ReduceMax: viaFloat32(reduce("ReduceMax")),
+  ReduceMin: viaFloat32(reduce("ReduceMin")),
+  ReduceMean: viaFloat32(reduce("ReduceMean")),
+  ReduceLogSumExp: viaFloat32(reduce("ReduceLogSumExp")),
   Concat: concatKernel,
   Gather: gatherKernel,
   GatherElements: gatherElementsKernel,
@@ -907,8 +1079,10 @@ export const KERNELS: Record<OpKind, Kernel> = {
   Reshape: reshapeKernel,
   Transpose: transposeKernel,
   Slice: sliceKernel,
-  TopK: topKKernel,
+  TopK: viaFloat32(topKKernel),
   OneHot: oneHotKernel,
+  NonZero: viaFloat32(nonZeroKernel),
+  ScatterND: viaFloat32(scatterNDKernel),
 };
 
 /** Run one op on host tensors (constant folding and tests call this). */

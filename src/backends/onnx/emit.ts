@@ -5,6 +5,7 @@ import { endianness } from "node:os";
 import onnxProto from "onnx-proto";
 import { InvariantError, invariant } from "../../core/diagnostics.ts";
 import { writeFileAtomic } from "../../core/atomic.ts";
+import { AUTO_EXTERNAL_THRESHOLD, type ExternalDataOptions, exceedsProtobufLimit, writeModelWithExternalData } from "./external.ts";
 import { floatToHalf, type DType, type Tensor, type TensorData } from "../../core/tensor.ts";
 import type { Graph, Node, Value } from "../../ir/graph.ts";
 import { attrInt, attrInts, attrString } from "../../ir/infer.ts";
@@ -18,6 +19,7 @@ import {
   hasNativeGelu,
   irVersionFor,
   reduceAxesAsInput,
+  scatterReductionAsAttr,
   squeezeAxesAsInput,
   type AttrKind,
 } from "./opsets.ts";
@@ -275,6 +277,30 @@ const EMIT: Record<OpKind, OpEmitter> = {
     // axis stays at its default (-1): the IR puts the one-hot axis last.
     e.node("OneHot", [ins[0]!, depth, values], outs, [], n.scope);
   },
+  NonZero: (e, n, ins, outs) => {
+    // `dim` names the IR's data-dependent symbol; ONNX carries it only in value_info.
+    plainAttrsExcept(n, ["dim"]);
+    e.node("NonZero", ins, outs, [], n.scope);
+  },
+  ScatterND: (e, n, ins, outs) => {
+    const reduction = attrString(n.attrs, "reduction", "none");
+    plainAttrsExcept(n, ["reduction"]);
+    if (reduction === "none") return e.node("ScatterND", ins, outs, [], n.scope);
+    invariant(reduction === "add", `ScatterND#${n.id}: unknown reduction ${reduction}`);
+    if (scatterReductionAsAttr(e.opset))
+      return e.node("ScatterND", ins, outs, [{ name: "reduction", type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode("add") }], n.scope);
+    // Before opset 16: data[rows] + updates, written back. The same numbers, because IR
+    // ScatterND index tuples never repeat. Written for row indices [n, 1] only.
+    const idx = n.inputs[1]!.type.shape;
+    invariant(idx.length === 2 && idx[1] === 1, `ScatterND#${n.id}: reduction add below opset 16 needs indices [n, 1]`);
+    const rows = e.fresh(`${outs[0]}_rows`);
+    const prev = e.fresh(`${outs[0]}_prev`);
+    const sum = e.fresh(`${outs[0]}_sum`);
+    e.node("Squeeze", [ins[1]!, e.constant(`${rows}_axes`, int64s([1]))], [rows], [], n.scope);
+    e.node("Gather", [ins[0]!, rows], [prev], [{ name: "axis", type: onnx.AttributeProto.AttributeType.INT, i: 0 }], n.scope);
+    e.node("Add", [prev, ins[2]!], [sum], [], n.scope);
+    e.node("ScatterND", [ins[0]!, ins[1]!, sum], outs, [], n.scope);
+  },
 };
 
 /** For ops whose every IR attribute becomes an input or a special form: reject any other. */
@@ -360,9 +386,27 @@ export function encodeModel(model: ModelProto): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** Emit, encode and write atomically (temp file, then rename). Returns the number of bytes written. */
-export function writeOnnx(path: string, graph: Graph, options: EmitOptions = {}): number {
-  const bytes = encodeModel(emitModel(graph, options));
+export interface WriteOnnxOptions extends EmitOptions {
+  /**
+   * Keep initialisers of `threshold` bytes or more in one data file beside the model (external.ts).
+   * Without it, external data is used anyway (threshold AUTO_EXTERNAL_THRESHOLD) when the model
+   * would pass protobuf's 2 GiB limit.
+   */
+  externalData?: ExternalDataOptions;
+}
+
+/**
+ * Emit, encode and write atomically (temp file, then rename; with external data, the data file
+ * first and the model last). Returns the number of bytes written, data file included.
+ */
+export function writeOnnx(path: string, graph: Graph, options: WriteOnnxOptions = {}): number {
+  const model = emitModel(graph, options);
+  const external = options.externalData ?? (exceedsProtobufLimit(model) ? { threshold: AUTO_EXTERNAL_THRESHOLD } : undefined);
+  if (external) {
+    const r = writeModelWithExternalData(path, model, external);
+    return r.modelBytes + r.dataBytes;
+  }
+  const bytes = encodeModel(model);
   writeFileAtomic(path, bytes);
   return bytes.length;
 }

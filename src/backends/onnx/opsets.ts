@@ -52,6 +52,11 @@ export function hasNativeGelu(opset: number): boolean {
   return opset >= 20;
 }
 
+/** ScatterND gained its `reduction` attribute (none, add, mul) in opset 16. */
+export function scatterReductionAsAttr(opset: number): boolean {
+  return opset >= 16;
+}
+
 /** Softmax/LogSoftmax switched from "flatten to 2-D at axis" to a single-axis op in opset 13. */
 export function softmaxIsSingleAxis(opset: number): boolean {
   return opset >= 13;

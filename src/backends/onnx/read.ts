@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import onnxProto from "onnx-proto";
 import { AesmError, InvariantError, userError } from "../../core/diagnostics.ts";
+import { readExternalTensorData } from "./external.ts";
 import { numel, type Tensor, type TensorData } from "../../core/tensor.ts";
 import { Graph, type Value } from "../../ir/graph.ts";
 import type { AttrValue, Attrs, OpKind } from "../../ir/ops.ts";
@@ -97,19 +98,10 @@ export function tensorFromProto(t: ITensorProto, options: { file?: string; baseD
   const n = numel(shape);
   let raw = t.rawData && t.rawData.length > 0 ? t.rawData : null;
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
-    const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
     if (!options.baseDir)
       throw userError("AESM3008", where, `tensor "${name}" keeps its data in an external file; read the model from its path`, file);
-    const path = resolve(options.baseDir, kv.get("location") ?? "");
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(path);
-    } catch (e) {
-      throw userError("AESM4001", where, `cannot read external data ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, file);
-    }
-    const offset = Number(kv.get("offset") ?? 0);
-    const length = kv.has("length") ? Number(kv.get("length")) : bytes.length - offset;
-    raw = new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length);
+    // Only the tensor's own range, after checking it against the data file (external.ts).
+    raw = readExternalTensorData(t, options.baseDir, file);
   }
   const count = (k: number) => {
     if (k !== n) throw userError("AESM3008", where, `tensor "${name}" has ${k} values for shape [${shape}]`, file);
@@ -504,6 +496,18 @@ const READERS: Readonly<Record<string, OpReader>> = {
     if (x.type.dtype !== "int64") throw n.unsupported(`indices of dtype ${x.type.dtype} (the IR's OneHot takes int64)`);
     n.finish("OneHot", [x], { depth: Math.trunc(depth) });
   },
+  NonZero: (n) => {
+    const x = n.input(0);
+    // The count's symbol: the one our emitter wrote in value_info, else one named after the output.
+    const out = n.node.output?.[0] ?? "";
+    const dim = n.r.declaredDim(out, 1) ?? `${out || "nonzero"}_count`;
+    n.finish("NonZero", [x], { dim });
+  },
+  ScatterND: (n) => {
+    const reduction = n.string("reduction") ?? "none";
+    if (reduction !== "none" && reduction !== "add") throw n.unsupported(`reduction="${reduction}" (the IR's ScatterND replaces or adds)`);
+    n.finish("ScatterND", [n.input(0), n.input(1), n.input(2)], reduction === "add" ? { reduction } : {});
+  },
 };
 
 /** State of one model being read: ONNX names → IR values, known constant tensors. */
@@ -531,6 +535,14 @@ class ModelReader {
 
   valueOf(name: string): Value | undefined {
     return this.values.get(name);
+  }
+
+  /** The symbolic dim `axis` of `name` as declared in value_info or the graph outputs, if any. */
+  declaredDim(name: string, axis: number): string | undefined {
+    const g = this.model.graph!;
+    const vi = [...(g.valueInfo ?? []), ...(g.output ?? [])].find((v) => v.name === name);
+    const d = vi?.type?.tensorType?.shape?.dim?.[axis];
+    return d?.dimParam || undefined;
   }
 
   define(name: string, v: Value): void {

@@ -6,8 +6,7 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { userError } from "../../core/diagnostics.ts";
 import { loadModel } from "../../dsl/index.ts";
 import {
-  DEFAULT_FP32_ROWS,
-  DEFAULT_NEAR_TIE,
+  PRECISION_DEFAULTS,
   PROVIDERS,
   type ParityPrecision,
   type Provider,
@@ -28,6 +27,8 @@ import {
   writeParityOutputs,
 } from "../../parity/index.ts";
 import { writeFileAtomic } from "../../core/atomic.ts";
+import { readFileSync } from "node:fs";
+import { decodeModel } from "../../backends/onnx/index.ts";
 import { loadWeights } from "../../weights/index.ts";
 import { intArg, nonNegativeNumber } from "../args.ts";
 import type { CommandContext } from "../io.ts";
@@ -43,12 +44,12 @@ interface ParityFlags {
   inputs?: string;
   saveInputs?: string;
   saveOutputs?: string;
-  precision: ParityPrecision;
+  precision?: ParityPrecision;
   atol?: string[];
   rtol?: string[];
-  nearTie: number;
+  nearTie?: number;
   rmseMultiplier?: number;
-  fp32Rows: number;
+  fp32Rows?: number;
   worst: number;
   json?: string;
   html?: string;
@@ -83,6 +84,19 @@ function parseTolerances(flag: string, tokens: string[] | undefined) {
   }
 }
 
+/**
+ * The precision `compile --precision` recorded in the ONNX metadata (`aesm.precision`); fp32 when
+ * absent, or when the file cannot be read (opening the session then reports why).
+ */
+function recordedPrecision(onnxPath: string): ParityPrecision {
+  try {
+    const model = decodeModel(readFileSync(onnxPath), onnxPath);
+    return model.metadataProps?.find((p) => p.key === "aesm.precision")?.value === "fp16" ? "fp16" : "fp32";
+  } catch {
+    return "fp32";
+  }
+}
+
 export function registerParity(program: Command, { io, setExitCode }: CommandContext): void {
   program
     .command("parity")
@@ -96,12 +110,12 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
     .option("--inputs <file>", "use these rows instead of generated ones (.jsonl or .npz)")
     .option("--save-inputs <file>", "write the rows used (.jsonl or .npz) to repeat the run exactly")
     .option("--save-outputs <file>", "write the reference's and each run's outputs (.json)")
-    .addOption(new Option("--precision <p>", "compiled precision: picks the default tolerances").choices(["fp32", "fp16"]).default("fp32"))
+    .addOption(new Option("--precision <p>", "compiled precision: picks the default tolerances (default: what the ONNX records, else fp32)").choices(["fp32", "fp16"]))
     .option("--atol <tol...>", "absolute tolerance: a global value and/or <output>:<value> (e.g. --atol 1e-5 cvr:1e-4)", toleranceTokens("--atol"))
     .option("--rtol <tol...>", "relative tolerance, same form; an element fails only when both are exceeded", toleranceTokens("--rtol"))
-    .option("--near-tie <x>", "selection score gap below which a flipped selection is a near-tie", nonNegativeNumber("--near-tie"), DEFAULT_NEAR_TIE)
+    .option("--near-tie <x>", "selection score gap below which a flipped selection is a near-tie (default 1e-4 for fp32, 1e-2 for fp16)", nonNegativeNumber("--near-tie"))
     .option("--rmse-multiplier <x>", "RMSE check: rmse(onnx) ≤ x · rmse(float32 reference) + atol/10 (default 2 for fp32, 3 for fp16)", nonNegativeNumber("--rmse-multiplier"))
-    .option("--fp32-rows <n>", "rows the float32 reference evaluates for the RMSE check (0: off)", intArg("--fp32-rows", 0, 10_000_000), DEFAULT_FP32_ROWS)
+    .option("--fp32-rows <n>", "rows the float32 reference evaluates for the RMSE check (0: off; default 10000 for fp32, 0 for fp16)", intArg("--fp32-rows", 0, 10_000_000))
     .option("--worst <n>", "worst rows listed per output", intArg("--worst", 0, 1000), 5)
     .option("--json <file>", "write the report as JSON (schema aesm.parity/v1)")
     .option("--html <file>", "write a self-contained HTML report")
@@ -109,9 +123,10 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
     .option("--no-progress", "no progress bar (it only shows when stderr is a terminal)")
     .action(async (modelPath: string, o: ParityFlags) => {
       const { spec } = await loadModel(modelPath);
+      const precision = o.precision ?? recordedPrecision(o.onnx);
       const tolerances = resolveTolerances(
         spec.tasks.map((t) => t.name),
-        o.precision,
+        precision,
         parseTolerances("--atol", o.atol),
         parseTolerances("--rtol", o.rtol),
       );
@@ -125,10 +140,10 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
         inputs,
         providers: o.provider ?? ["cpu"],
         tolerances,
-        precision: o.precision,
-        nearTie: o.nearTie,
+        precision,
+        nearTie: o.nearTie ?? PRECISION_DEFAULTS[precision].nearTie,
         ...(o.rmseMultiplier !== undefined ? { rmseMultiplier: o.rmseMultiplier } : {}),
-        fp32Rows: o.fp32Rows,
+        fp32Rows: o.fp32Rows ?? PRECISION_DEFAULTS[precision].fp32Rows,
         worst: o.worst,
         progress: io.isTTY && o.progress ? terminalProgress(io.err) : silentProgress,
         keepValues: o.saveOutputs !== undefined,
