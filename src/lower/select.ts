@@ -77,7 +77,7 @@ export function lowerSelect(cx: Lowering, a: SelectArgs): Value {
  * AESM² automatic selection (MODEL.md §5), written as the paper's KL divergences:
  *   P  = Softmax(Z, axis=1)                                   [batch, G, E]
  *   q  = onehot3 + eps;  sp = ReduceSum(q · Log(q / (P + eps)), [1])      [batch, E]
- *   u  = 1/G;            sh = ReduceSum(u · Log(u / P), [1])              [batch, E]
+ *   u  = 1/G;            sh = ReduceSum(u · (log u − LogSoftmax(Z, 1)), [1]) [batch, E]
  *   specific = TopK(sp, K_sp, largest=0) indices; shared = TopK(sh, K_sh, largest=0)
  *   count = ReduceSum(OneHot(Concat(specific, shared), E), [1])  ∈ {0, 1, 2}
  * masked:    w = Softmax(Where(count > 0, Zi, MASK_FILL))
@@ -110,10 +110,14 @@ function lowerAesm(
     chosen.push(idx!);
   }
   if (kSh > 0) {
+    // KL(u ‖ P_e) = Σ_g u (log u − log P_ge). log P comes from LogSoftmax, not Log(Softmax):
+    // where a P_ge underflows to 0 in float32, log(u / P) would be +inf for several experts
+    // at once, and TopK would then pick by index where the reference ranks finite scores.
     const u = cx.f32(1 / G, `select.uniform_${G}`); // u = 1/G
-    const ratio = cx.op("Div", [u, P], {}, scope, `${scope}.sh_ratio`);
-    const log = cx.op("Log", [ratio], {}, scope, `${scope}.sh_log`);
-    const terms = cx.op("Mul", [log, u], {}, scope, `${scope}.sh_terms`);
+    const logU = cx.f32(Math.log(1 / G), `select.log_uniform_${G}`);
+    const logP = cx.op("LogSoftmax", [a.Z], { axis: 1 }, scope, `${scope}.log_P`);
+    const logRatio = cx.op("Sub", [logU, logP], {}, scope, `${scope}.sh_log`);
+    const terms = cx.op("Mul", [logRatio, u], {}, scope, `${scope}.sh_terms`);
     const sh = cx.op("ReduceSum", [terms], { axes: [1], keepdims: 0 }, scope, `${scope}.shared_score`);
     const [, idx] = cx.ops("TopK", [sh], { k: kSh, axis: -1, largest: 0 }, scope, [`${scope}.shared_values`, `${scope}.shared`]);
     chosen.push(idx!);

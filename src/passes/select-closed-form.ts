@@ -62,21 +62,23 @@ interface SharedScore {
 }
 
 /**
- * sh = ReduceSum(Mul(Log(Div(u, P)), u), [1]) with u = 1/G and P = Softmax(Z, axis=1) —
+ * sh = ReduceSum(Mul(Sub(log u, LogSoftmax(Z, axis=1)), u), [1]) with u = 1/G —
  * the lowering's KL(u ‖ P_e) (lower/select.ts).
  */
 function matchShared(sum: Node): Match<SharedScore> {
   const mul = isOp(sum.inputs[0]!, "Mul");
   if (!mul) return no("not a sum of products");
   const [a, b] = mul.inputs as [Value, Value];
-  const [logV, u] = scalarOf(b) !== null ? [a, b] : [b, a];
-  const log = isOp(logV, "Log");
-  const div = log && isOp(log.inputs[0]!, "Div");
-  if (!div || scalarOf(div.inputs[0]!) !== scalarOf(u)) return no("not u·log(u / P)");
-  const Z = gateSoftmaxInput(div.inputs[1]!);
-  if (!Z) return no("P is not a softmax over the gates");
+  const [diffV, u] = scalarOf(b) !== null ? [a, b] : [b, a];
+  const sub = isOp(diffV, "Sub");
+  const uValue = scalarOf(u);
+  if (!sub || uValue === null || scalarOf(sub.inputs[0]!) !== Math.fround(Math.log(uValue))) return no("not u·(log u − log P)");
+  const ls = isOp(sub.inputs[1]!, "LogSoftmax");
+  if (!ls || ls.inputs[0]!.type.shape.length !== 3 || normAxis(attrInt(ls.attrs, "axis", -1), 3) !== 1)
+    return no("log P is not a log-softmax over the gates");
+  const Z = ls.inputs[0]!;
   const G = Z.type.shape[1];
-  if (typeof G !== "number" || scalarOf(u) !== Math.fround(1 / G)) return no("u is not 1/G");
+  if (typeof G !== "number" || uValue !== Math.fround(1 / G)) return no("u is not 1/G");
   return ok({ Z });
 }
 
@@ -147,7 +149,7 @@ class Rewriter {
 
   /**
    * shared:  sh_e + log G = LSE_g Z[:, g, e] − mean_g Z[:, g, e]
-   *   before  P = Softmax(Z, 1); Div(u, P) → Log → Mul(·, u) → ReduceSum([1]) → TopK(largest=0)
+   *   before  Sub(log u, LogSoftmax(Z, 1)) → Mul(·, u) → ReduceSum([1]) → TopK(largest=0)
    *   after   Sub(ReduceLogSumExp(Z, [1]), ReduceMean(Z, [1]))       → TopK(largest=0)
    */
   shared(sum: Node, m: SharedScore, tops: Node[]): void {

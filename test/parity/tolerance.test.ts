@@ -25,9 +25,11 @@ describe("resolveTolerances", () => {
     const t = resolveTolerances(["ctr", "cvr"], "fp32", parseToleranceArg("--atol", ["2e-5", "cvr:1e-4"]), parseToleranceArg("--rtol", ["ctr:1e-3"]));
     expect(t).toEqual({ ctr: { atol: 2e-5, rtol: 1e-3 }, cvr: { atol: 1e-4, rtol: 0 } });
     expect(resolveTolerances(["ctr"], "fp32", undefined, undefined)).toEqual({ ctr: { atol: 1e-5, rtol: 0 } });
-    expect(resolveTolerances(["ctr"], "fp16", undefined, undefined)).toEqual({ ctr: { atol: 1e-3, rtol: 1e-2 } });
+    expect(resolveTolerances(["ctr"], "fp16", undefined, undefined)).toEqual({ ctr: { atol: 5e-3, rtol: 1e-2 } });
     expect(PRECISION_DEFAULTS.fp32.rmseMultiplier).toBe(2);
     expect(PRECISION_DEFAULTS.fp16.rmseMultiplier).toBe(3);
+    expect(PRECISION_DEFAULTS.fp16.nearTie).toBe(1e-2);
+    expect(PRECISION_DEFAULTS.fp16.fp32Rows).toBe(0);
   });
 
   it("names an override for an output the model does not have", () => {
