@@ -47,7 +47,7 @@ export interface ReferenceResult {
   layers: LayerTrace[];
 }
 
-/** Rows evaluated together: bounds memory (all experts run densely) and stays in cache. */
+/** Rows evaluated together: a chunk's activations stay in cache, and memory stays bounded. */
 const CHUNK_ROWS = 1024;
 
 // ---------------------------------------------------------------------------------------
@@ -78,13 +78,23 @@ interface UnitLayer {
 
 interface MixtureLayer {
   path: string;
+  /** Width of h, the experts' input. */
+  inW: number;
   experts: UnitLayer[][];
   gates: UnitLayer[][];
+  /**
+   * When every gate is a single projection (no hidden units), the G projections stacked into
+   * one Linear(→G·E) (and BN over G·E channels): its output channel g·E + e is gate g's
+   * channel e, so one pass writes Z [n, G, E] with exactly the numbers of the G gates.
+   */
+  stackedGates: UnitLayer | null;
   policy: SelectionPolicy;
   outW: number;
 }
 
 interface CompiledModel {
+  /** The widest row anything in the model reads or writes (sizes the Workspace). */
+  maxWidth: number;
   /** Embedding tables [vocab, dim], by feature index; null for dense features. */
   featureTables: (Float64Array | null)[];
   scenarioTables: Float64Array[];
@@ -195,8 +205,48 @@ class ParamReader {
     for (let g = 0; g < indexNames.length; g++)
       gates.push(this.gate(`${path}.gates.${g}`, layer.gate, gateInW, layer.experts, eps));
     const outW = layer.expert.units.length ? layer.expert.units[layer.expert.units.length - 1]! : inW;
-    return { path, experts, gates, policy: resolvePolicy(layer.select, indexNames, layer.experts), outW };
+    const stackedGates = layer.gate.units.length === 0 ? stackGates(gates.map((g) => g[0]!)) : null;
+    const policy = resolvePolicy(layer.select, indexNames, layer.experts, this.f32);
+    return { path, inW, experts, gates, stackedGates, policy, outW };
   }
+}
+
+/** Single-projection gates (the same input, E outputs each) as one unit of G·E outputs; see MixtureLayer. */
+function stackGates(gates: UnitLayer[]): UnitLayer {
+  const { inW, outW: E } = gates[0]!.linear;
+  const cat = (part: (u: UnitLayer) => Float64Array): Float64Array => {
+    const size = part(gates[0]!).length;
+    const out = new Float64Array(gates.length * size);
+    gates.forEach((u, g) => out.set(part(u), g * size));
+    return out;
+  };
+  return {
+    linear: {
+      inW,
+      outW: gates.length * E,
+      weight: cat((u) => u.linear.weight),
+      bias: gates[0]!.linear.bias ? cat((u) => u.linear.bias!) : null,
+    },
+    bn: gates[0]!.bn
+      ? { gamma: cat((u) => u.bn!.gamma), beta: cat((u) => u.bn!.beta), mean: cat((u) => u.bn!.mean), denom: cat((u) => u.bn!.denom) }
+      : null,
+    act: "none",
+  };
+}
+
+/** The widest row of the model: any unit's input or output, expert input, or Z row (G·E). */
+function widestRow(m: Omit<CompiledModel, "maxWidth">, F: number): number {
+  let w = F;
+  const units = (layers: UnitLayer[]): void => {
+    for (const u of layers) w = Math.max(w, u.linear.inW, u.linear.outW);
+  };
+  for (const layer of [...m.scenarioLayers.flat(), ...m.taskLayers]) {
+    layer.experts.forEach(units);
+    layer.gates.forEach(units);
+    w = Math.max(w, layer.inW, layer.gates.length * layer.experts.length);
+  }
+  for (const t of m.towers) units([...t.layers, { linear: t.out, bn: null, act: "none" }]);
+  return w;
 }
 
 function compileModel(spec: ModelSpec, weights: Weights, f32: boolean): CompiledModel {
@@ -240,7 +290,9 @@ function compileModel(spec: ModelSpec, weights: Weights, f32: boolean): Compiled
   });
 
   if (p.problems.length) throw new AesmError(p.problems);
-  return { featureTables, scenarioTables, taskTable, scenarioLayers, taskLayers, towers };
+  const model = { featureTables, scenarioTables, taskTable, scenarioLayers, taskLayers, towers };
+  const F = spec.features.reduce((n, f) => n + f.dim, 0);
+  return { ...model, maxWidth: widestRow(model, F) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -333,24 +385,48 @@ function describe(data: unknown): string {
 }
 
 // ---------------------------------------------------------------------------------------
-// Kernels over a chunk of n rows; row-major [n, width] Float64Arrays.
+// Kernels over a block of n rows; row-major [n, width] Float64Arrays. Each writes into a
+// caller's buffer, which may be longer than n·width (the chunk's Workspace).
 
-/** out[r, o] = Σ_k x[r, k]·W[o, k] + b[o] (MODEL.md §2, PyTorch layout). */
-function applyLinear(lin: Linear, x: Float64Array, n: number, f32: boolean): Float64Array {
-  const out = new Float64Array(n * lin.outW);
-  if (f32) linearFloat32(lin, x, n, out);
-  else linearFloat64(lin, x, n, out);
-  return out;
+/** Buffers reused by every layer of a chunk, so that the row loops allocate nothing. */
+class Workspace {
+  /** The unit layers of a stack write alternately into these two. */
+  readonly ping: Float64Array;
+  readonly pong: Float64Array;
+  /** An expert's input: the rows of h that give it a non-zero weight, gathered. */
+  readonly block: Float64Array;
+  /** Gate input, [h; c_l] or [h_t; c_{L-1}; task_emb(t)]. */
+  readonly gateIn: Float64Array;
+  /** Gate logits Z [n, G, E]. */
+  readonly z: Float64Array;
+  /** Rows of the chunk routed to one expert, ascending. */
+  readonly rows: Int32Array;
+  constructor(rows: number, width: number) {
+    this.ping = new Float64Array(rows * width);
+    this.pong = new Float64Array(rows * width);
+    this.block = new Float64Array(rows * width);
+    this.gateIn = new Float64Array(rows * width);
+    this.z = new Float64Array(rows * width);
+    this.rows = new Int32Array(rows);
+  }
 }
 
-// Both kernels sum each output sequentially over k, then add the bias. They work on four
-// outputs at a time, sharing each x load between four independent sums: the numbers are
-// those of the plain loop, about twice as fast.
+/** out[r, o] = Σ_k x[r, k]·W[o, k] + b[o] (MODEL.md §2, PyTorch layout). */
+function applyLinear(lin: Linear, x: Float64Array, n: number, f32: boolean, out: Float64Array): void {
+  if (f32) linearFloat32(lin, x, n, out);
+  else linearFloat64(lin, x, n, out);
+}
+
+// Both kernels compute each output as one sequential sum over k, then add the bias: the
+// numbers of the plain loop. They only share loads between independent sums, taking two
+// rows and four outputs at a time (eight sums; an odd last row is paired with itself).
 
 function linearFloat64({ inW, outW, weight, bias }: Linear, x: Float64Array, n: number, out: Float64Array): void {
-  for (let r = 0; r < n; r++) {
-    const xo = r * inW;
-    const oo = r * outW;
+  for (let r = 0; r < n; r += 2) {
+    const xa = r * inW;
+    const xb = r + 1 < n ? xa + inW : xa;
+    const oa = r * outW;
+    const ob = r + 1 < n ? oa + outW : oa;
     let o = 0;
     for (; o + 3 < outW; o += 4) {
       const w0 = o * inW;
@@ -361,29 +437,64 @@ function linearFloat64({ inW, outW, weight, bias }: Linear, x: Float64Array, n: 
       let a1 = 0;
       let a2 = 0;
       let a3 = 0;
+      let b0 = 0;
+      let b1 = 0;
+      let b2 = 0;
+      let b3 = 0;
       for (let k = 0; k < inW; k++) {
-        const xk = x[xo + k]!;
-        a0 += xk * weight[w0 + k]!;
-        a1 += xk * weight[w1 + k]!;
-        a2 += xk * weight[w2 + k]!;
-        a3 += xk * weight[w3 + k]!;
+        const u = x[xa + k]!;
+        const v = x[xb + k]!;
+        const p0 = weight[w0 + k]!;
+        const p1 = weight[w1 + k]!;
+        const p2 = weight[w2 + k]!;
+        const p3 = weight[w3 + k]!;
+        a0 += u * p0;
+        a1 += u * p1;
+        a2 += u * p2;
+        a3 += u * p3;
+        b0 += v * p0;
+        b1 += v * p1;
+        b2 += v * p2;
+        b3 += v * p3;
       }
       if (bias !== null) {
-        a0 += bias[o]!;
-        a1 += bias[o + 1]!;
-        a2 += bias[o + 2]!;
-        a3 += bias[o + 3]!;
+        const c0 = bias[o]!;
+        const c1 = bias[o + 1]!;
+        const c2 = bias[o + 2]!;
+        const c3 = bias[o + 3]!;
+        a0 += c0;
+        a1 += c1;
+        a2 += c2;
+        a3 += c3;
+        b0 += c0;
+        b1 += c1;
+        b2 += c2;
+        b3 += c3;
       }
-      out[oo + o] = a0;
-      out[oo + o + 1] = a1;
-      out[oo + o + 2] = a2;
-      out[oo + o + 3] = a3;
+      out[oa + o] = a0;
+      out[oa + o + 1] = a1;
+      out[oa + o + 2] = a2;
+      out[oa + o + 3] = a3;
+      out[ob + o] = b0;
+      out[ob + o + 1] = b1;
+      out[ob + o + 2] = b2;
+      out[ob + o + 3] = b3;
     }
     for (; o < outW; o++) {
       const w0 = o * inW;
       let a0 = 0;
-      for (let k = 0; k < inW; k++) a0 += x[xo + k]! * weight[w0 + k]!;
-      out[oo + o] = bias === null ? a0 : a0 + bias[o]!;
+      let b0 = 0;
+      for (let k = 0; k < inW; k++) {
+        const p = weight[w0 + k]!;
+        a0 += x[xa + k]! * p;
+        b0 += x[xb + k]! * p;
+      }
+      if (bias !== null) {
+        a0 += bias[o]!;
+        b0 += bias[o]!;
+      }
+      out[oa + o] = a0;
+      out[ob + o] = b0;
     }
   }
 }
@@ -391,9 +502,11 @@ function linearFloat64({ inW, outW, weight, bias }: Linear, x: Float64Array, n: 
 /** Float32 emulation of the same: every product and every partial sum rounded. */
 function linearFloat32({ inW, outW, weight, bias }: Linear, x: Float64Array, n: number, out: Float64Array): void {
   const fr = Math.fround;
-  for (let r = 0; r < n; r++) {
-    const xo = r * inW;
-    const oo = r * outW;
+  for (let r = 0; r < n; r += 2) {
+    const xa = r * inW;
+    const xb = r + 1 < n ? xa + inW : xa;
+    const oa = r * outW;
+    const ob = r + 1 < n ? oa + outW : oa;
     let o = 0;
     for (; o + 3 < outW; o += 4) {
       const w0 = o * inW;
@@ -404,29 +517,64 @@ function linearFloat32({ inW, outW, weight, bias }: Linear, x: Float64Array, n: 
       let a1 = 0;
       let a2 = 0;
       let a3 = 0;
+      let b0 = 0;
+      let b1 = 0;
+      let b2 = 0;
+      let b3 = 0;
       for (let k = 0; k < inW; k++) {
-        const xk = x[xo + k]!;
-        a0 = fr(a0 + fr(xk * weight[w0 + k]!));
-        a1 = fr(a1 + fr(xk * weight[w1 + k]!));
-        a2 = fr(a2 + fr(xk * weight[w2 + k]!));
-        a3 = fr(a3 + fr(xk * weight[w3 + k]!));
+        const u = x[xa + k]!;
+        const v = x[xb + k]!;
+        const p0 = weight[w0 + k]!;
+        const p1 = weight[w1 + k]!;
+        const p2 = weight[w2 + k]!;
+        const p3 = weight[w3 + k]!;
+        a0 = fr(a0 + fr(u * p0));
+        a1 = fr(a1 + fr(u * p1));
+        a2 = fr(a2 + fr(u * p2));
+        a3 = fr(a3 + fr(u * p3));
+        b0 = fr(b0 + fr(v * p0));
+        b1 = fr(b1 + fr(v * p1));
+        b2 = fr(b2 + fr(v * p2));
+        b3 = fr(b3 + fr(v * p3));
       }
       if (bias !== null) {
-        a0 = fr(a0 + bias[o]!);
-        a1 = fr(a1 + bias[o + 1]!);
-        a2 = fr(a2 + bias[o + 2]!);
-        a3 = fr(a3 + bias[o + 3]!);
+        const c0 = bias[o]!;
+        const c1 = bias[o + 1]!;
+        const c2 = bias[o + 2]!;
+        const c3 = bias[o + 3]!;
+        a0 = fr(a0 + c0);
+        a1 = fr(a1 + c1);
+        a2 = fr(a2 + c2);
+        a3 = fr(a3 + c3);
+        b0 = fr(b0 + c0);
+        b1 = fr(b1 + c1);
+        b2 = fr(b2 + c2);
+        b3 = fr(b3 + c3);
       }
-      out[oo + o] = a0;
-      out[oo + o + 1] = a1;
-      out[oo + o + 2] = a2;
-      out[oo + o + 3] = a3;
+      out[oa + o] = a0;
+      out[oa + o + 1] = a1;
+      out[oa + o + 2] = a2;
+      out[oa + o + 3] = a3;
+      out[ob + o] = b0;
+      out[ob + o + 1] = b1;
+      out[ob + o + 2] = b2;
+      out[ob + o + 3] = b3;
     }
     for (; o < outW; o++) {
       const w0 = o * inW;
       let a0 = 0;
-      for (let k = 0; k < inW; k++) a0 = fr(a0 + fr(x[xo + k]! * weight[w0 + k]!));
-      out[oo + o] = bias === null ? a0 : fr(a0 + bias[o]!);
+      let b0 = 0;
+      for (let k = 0; k < inW; k++) {
+        const p = weight[w0 + k]!;
+        a0 = fr(a0 + fr(x[xa + k]! * p));
+        b0 = fr(b0 + fr(x[xb + k]! * p));
+      }
+      if (bias !== null) {
+        a0 = fr(a0 + bias[o]!);
+        b0 = fr(b0 + bias[o]!);
+      }
+      out[oa + o] = a0;
+      out[ob + o] = b0;
     }
   }
 }
@@ -434,36 +582,37 @@ function linearFloat32({ inW, outW, weight, bias }: Linear, x: Float64Array, n: 
 /** In place: BN(y) = γ·((y − μ) / sqrt(σ² + ε)) + β (MODEL.md §2). */
 function applyBatchNorm(bn: BatchNorm, y: Float64Array, n: number, width: number, f32: boolean): void {
   const { gamma, beta, mean, denom } = bn;
-  for (let r = 0; r < n; r++)
-    for (let c = 0; c < width; c++) {
-      const i = r * width + c;
-      if (f32) {
-        const norm = Math.fround(Math.fround(y[i]! - mean[c]!) / denom[c]!);
-        y[i] = Math.fround(Math.fround(gamma[c]! * norm) + beta[c]!);
-      } else y[i] = gamma[c]! * ((y[i]! - mean[c]!) / denom[c]!) + beta[c]!;
-    }
+  const fr = Math.fround;
+  for (let r = 0; r < n; r++) {
+    const o = r * width;
+    if (f32)
+      for (let c = 0; c < width; c++) {
+        const norm = fr(fr(y[o + c]! - mean[c]!) / denom[c]!);
+        y[o + c] = fr(fr(gamma[c]! * norm) + beta[c]!);
+      }
+    else for (let c = 0; c < width; c++) y[o + c] = gamma[c]! * ((y[o + c]! - mean[c]!) / denom[c]!) + beta[c]!;
+  }
 }
 
-/** A stack of unit layers (an expert MLP or a gate); returns x itself when the stack is empty. */
-function applyStack(layers: UnitLayer[], x: Float64Array, n: number, f32: boolean): Float64Array {
+/** One unit layer, act(BN(Linear(x))), into `out`. */
+function applyUnit(layer: UnitLayer, x: Float64Array, n: number, f32: boolean, out: Float64Array): void {
+  applyLinear(layer.linear, x, n, f32, out);
+  if (layer.bn) applyBatchNorm(layer.bn, out, n, layer.linear.outW, f32);
+  applyActivation(layer.act, out, n * layer.linear.outW, f32);
+}
+
+/**
+ * A stack of unit layers (an expert MLP, a gate, a tower MLP). The result lies in ws.ping or
+ * ws.pong (read it before the next stack runs), or is x itself when the stack is empty.
+ */
+function applyStack(layers: UnitLayer[], x: Float64Array, n: number, f32: boolean, ws: Workspace): Float64Array {
   let h = x;
   for (const layer of layers) {
-    h = applyLinear(layer.linear, h, n, f32);
-    if (layer.bn) applyBatchNorm(layer.bn, h, n, layer.linear.outW, f32);
-    applyActivation(layer.act, h, n * layer.linear.outW, f32);
+    const out = h === ws.ping ? ws.pong : ws.ping;
+    applyUnit(layer, h, n, f32, out);
+    h = out;
   }
   return h;
-}
-
-/** [a; b] on the feature axis. */
-function concatColumns(a: Float64Array, aW: number, b: Float64Array, bW: number, n: number): Float64Array {
-  const w = aW + bW;
-  const out = new Float64Array(n * w);
-  for (let r = 0; r < n; r++) {
-    out.set(a.subarray(r * aW, (r + 1) * aW), r * w);
-    out.set(b.subarray(r * bW, (r + 1) * bW), r * w + aW);
-  }
-  return out;
 }
 
 /** Copy table row `idx[r]` (or zeros when −1) into out[r, off : off + dim]. */
@@ -479,33 +628,60 @@ function gatherRows(
 ): void {
   for (let r = 0; r < n; r++) {
     const row = idx[r0 + r]!;
-    if (row >= 0) out.set(table.subarray(row * dim, (row + 1) * dim), r * outW + off);
-    // else: already zero
+    const o = r * outW + off;
+    if (row < 0) continue; // out of range: already zero
+    const t = row * dim;
+    for (let d = 0; d < dim; d++) out[o + d] = table[t + d]!;
+  }
+}
+
+/** out[r] = [h[r]; c[r]; tail] ([h; c_l] for scenario gates, [h_t; c_{L-1}; task_emb(t)] for task gates). */
+function gateInput(
+  h: Float64Array,
+  hW: number,
+  c: Float64Array,
+  cW: number,
+  tail: Float64Array,
+  n: number,
+  out: Float64Array,
+): void {
+  const tW = tail.length;
+  const w = hW + cW + tW;
+  for (let r = 0; r < n; r++) {
+    const o = r * w;
+    for (let k = 0; k < hW; k++) out[o + k] = h[r * hW + k]!;
+    for (let k = 0; k < cW; k++) out[o + hW + k] = c[r * cW + k]!;
+    for (let k = 0; k < tW; k++) out[o + hW + cW + k] = tail[k]!;
   }
 }
 
 /**
- * One mixture layer (MODEL.md §3 / §4): Z [n, G, E] from every gate over `gateIn`, the
- * selection per row, then h' = Σ_e w[:, e]·expert_e(h) with every expert run densely.
+ * One mixture layer (MODEL.md §3 / §4): Z [n, G, E] from every gate over ws.gateIn, the
+ * selection per row, then h' = Σ_e w[:, e]·expert_e(h). Each expert runs only on the rows
+ * that give it a non-zero weight (gathered into one block): a w = 0 term adds nothing, and
+ * leaving it out keeps a non-finite unselected expert out of the sum. Per row, the terms are
+ * added in expert order.
  */
 function applyMixture(
   layer: MixtureLayer,
   h: Float64Array,
-  gateIn: Float64Array,
   index: Int32Array,
   n: number,
   r0: number,
   trace: LayerTrace,
   scratch: SelectionScratch,
   f32: boolean,
+  ws: Workspace,
 ): Float64Array {
   const G = layer.gates.length;
   const E = layer.experts.length;
-  const Z = new Float64Array(n * G * E);
-  layer.gates.forEach((gate, g) => {
-    const zg = applyStack(gate, gateIn, n, f32);
-    for (let r = 0; r < n; r++) Z.set(zg.subarray(r * E, (r + 1) * E), (r * G + g) * E);
-  });
+  const Z = ws.z;
+  if (layer.stackedGates) applyUnit(layer.stackedGates, ws.gateIn, n, f32, Z);
+  else
+    layer.gates.forEach((gate, g) => {
+      const zg = applyStack(gate, ws.gateIn, n, f32, ws);
+      for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) Z[(r * G + g) * E + e] = zg[r * E + e]!;
+    });
 
   for (let r = 0; r < n; r++) {
     const row = r0 + r;
@@ -523,20 +699,32 @@ function applyMixture(
     );
   }
 
+  const inW = layer.inW;
   const D = layer.outW;
   const out = new Float64Array(n * D);
   const w = trace.weights;
-  layer.experts.forEach((expert, e) => {
-    const y = applyStack(expert, h, n, f32);
-    for (let r = 0; r < n; r++) {
-      const we = w[(r0 + r) * E + e]!;
-      // w = 0 terms add nothing (and skipping them keeps a non-finite unselected expert out)
-      if (we === 0) continue;
-      const o = r * D;
-      if (f32) for (let d = 0; d < D; d++) out[o + d] = Math.fround(out[o + d]! + Math.fround(we * y[o + d]!));
-      else for (let d = 0; d < D; d++) out[o + d] = out[o + d]! + we * y[o + d]!;
+  const rows = ws.rows;
+  const block = ws.block;
+  const fr = Math.fround;
+  for (let e = 0; e < E; e++) {
+    let m = 0;
+    for (let r = 0; r < n; r++) if (w[(r0 + r) * E + e] !== 0) rows[m++] = r;
+    if (m === 0) continue;
+    for (let j = 0; j < m; j++) {
+      const src = rows[j]! * inW;
+      const dst = j * inW;
+      for (let k = 0; k < inW; k++) block[dst + k] = h[src + k]!;
     }
-  });
+    const y = applyStack(layer.experts[e]!, block, m, f32, ws);
+    for (let j = 0; j < m; j++) {
+      const r = rows[j]!;
+      const we = w[(r0 + r) * E + e]!;
+      const o = r * D;
+      const yo = j * D;
+      if (f32) for (let d = 0; d < D; d++) out[o + d] = fr(out[o + d]! + fr(we * y[yo + d]!));
+      else for (let d = 0; d < D; d++) out[o + d] = out[o + d]! + we * y[yo + d]!;
+    }
+  }
   return out;
 }
 
@@ -577,6 +765,7 @@ export function evaluateReference(
   const taskScratch = model.taskLayers.map((m) => new SelectionScratch(m.gates.length, m.experts.length));
   const outputs: Record<string, Float64Array> = {};
   for (const t of spec.tasks) outputs[t.name] = new Float64Array(B);
+  const ws = new Workspace(Math.min(CHUNK_ROWS, B), model.maxWidth);
 
   const F = spec.features.reduce((s, f) => s + f.dim, 0);
   const cWidths: number[] = []; // width of c_l
@@ -584,6 +773,8 @@ export function evaluateReference(
   for (const lvl of spec.scenarios) cWidths.push((cw += lvl.dim));
   const cLast = L ? cWidths[L - 1]! : 0;
   const dT = spec.taskLayers ? spec.taskLayers.dim : 0;
+  const noTail = new Float64Array(0);
+  const taskEmb = spec.tasks.map((_, t) => (model.taskTable ? model.taskTable.subarray(t * dT, (t + 1) * dT) : noTail));
 
   for (let r0 = 0; r0 < B; r0 += CHUNK_ROWS) {
     const n = Math.min(CHUNK_ROWS, B - r0);
@@ -620,8 +811,8 @@ export function evaluateReference(
     model.scenarioLayers.forEach((lvl, l) => {
       const index = inputs.scenarios[l]!.subarray(r0, r0 + n);
       lvl.forEach((m, i) => {
-        const gateIn = concatColumns(h, hW, indicators[l]!, cWidths[l]!, n);
-        h = applyMixture(m, h, gateIn, index, n, r0, scenarioTraces[l]![i]!, scenarioScratch[l]![i]!, f32);
+        gateInput(h, hW, indicators[l]!, cWidths[l]!, noTail, n, ws.gateIn);
+        h = applyMixture(m, h, index, n, r0, scenarioTraces[l]![i]!, scenarioScratch[l]![i]!, f32, ws);
         hW = m.outW;
       });
     });
@@ -630,22 +821,12 @@ export function evaluateReference(
     const streams: Float64Array[] = spec.tasks.map(() => h);
     let sW = hW;
     if (model.taskLayers.length) {
-      const cl = L ? indicators[L - 1]! : new Float64Array(0);
+      const cl = L ? indicators[L - 1]! : noTail;
       const taskIndex = spec.tasks.map((_, t) => new Int32Array(n).fill(t));
-      // [c_{L-1}; task_emb(t)] per task, the same on every row
-      const extras = spec.tasks.map((_, t) => {
-        const e = new Float64Array(n * (cLast + dT));
-        const emb = model.taskTable!.subarray(t * dT, (t + 1) * dT);
-        for (let r = 0; r < n; r++) {
-          e.set(cl.subarray(r * cLast, (r + 1) * cLast), r * (cLast + dT));
-          e.set(emb, r * (cLast + dT) + cLast);
-        }
-        return e;
-      });
       model.taskLayers.forEach((m, i) => {
         for (let t = 0; t < T; t++) {
-          const gateIn = concatColumns(streams[t]!, sW, extras[t]!, cLast + dT, n);
-          streams[t] = applyMixture(m, streams[t]!, gateIn, taskIndex[t]!, n, r0, taskTraces[i]![t]!, taskScratch[i]!, f32);
+          gateInput(streams[t]!, sW, cl, cLast, taskEmb[t]!, n, ws.gateIn);
+          streams[t] = applyMixture(m, streams[t]!, taskIndex[t]!, n, r0, taskTraces[i]![t]!, taskScratch[i]!, f32, ws);
         }
         sW = m.outW;
       });
@@ -654,8 +835,9 @@ export function evaluateReference(
     // towers: MLP, Linear(→1), sigmoid (§4)
     spec.tasks.forEach((task, t) => {
       const tower = model.towers[t]!;
-      const y = applyStack(tower.layers, streams[t]!, n, f32);
-      const logit = applyLinear(tower.out, y, n, f32);
+      const y = applyStack(tower.layers, streams[t]!, n, f32, ws);
+      const logit = y === ws.ping ? ws.pong : ws.ping;
+      applyLinear(tower.out, y, n, f32, logit);
       const p = outputs[task.name]!;
       for (let r = 0; r < n; r++) p[r0 + r] = f32 ? Math.fround(sigmoid(logit[r]!)) : sigmoid(logit[r]!);
     });

@@ -4,23 +4,55 @@
 import type { SelectSpec } from "../dsl/spec.ts";
 import { assertNever } from "../core/diagnostics.ts";
 
+/** Rounding to float32 in the emulated mode, the identity in float64. */
+const rnd32 = Math.fround;
+const keep = (x: number): number => x;
+
 /** A policy with everything that does not depend on the row resolved. */
 export type SelectionPolicy =
-  | { kind: "aesm"; specific: number; shared: number; eps: number; mask: "masked" | "reference" }
+  | { kind: "aesm"; specific: number; shared: number; mask: "masked" | "reference"; constants: AesmConstants }
   | { kind: "all" }
   | { kind: "topK"; k: number }
   /** `allowed[i·E + e]` = 1 when expert e is in specific[value i] ∪ shared. */
   | { kind: "fixed"; allowed: Uint8Array };
 
 /**
- * Resolve a policy for a layer whose selection indices are named `indexNames` (scenario
- * values, or task names for task layers). Experts named in `fixed` outside [0, E) are the
- * validator's to reject; here they are ignored.
+ * The constants of the AESM scores for G gates (MODEL.md §5), in the evaluation's precision:
+ * eps, u = 1/G and log u, q_hot = 1 + eps (q at the row's own index) and log q_hot, log eps.
  */
-export function resolvePolicy(select: SelectSpec, indexNames: readonly string[], experts: number): SelectionPolicy {
+interface AesmConstants {
+  eps: number;
+  u: number;
+  logU: number;
+  qHot: number;
+  logQHot: number;
+  logEps: number;
+}
+
+function aesmConstants(eps: number, G: number, f32: boolean): AesmConstants {
+  const r = f32 ? rnd32 : keep;
+  const epsR = r(eps);
+  const u = r(1 / G);
+  const qHot = r(1 + epsR);
+  return { eps: epsR, u, logU: r(Math.log(u)), qHot, logQHot: r(Math.log(qHot)), logEps: r(Math.log(epsR)) };
+}
+
+/**
+ * Resolve a policy for a layer whose selection indices are named `indexNames` (scenario
+ * values, or task names for task layers), for a float64 or emulated-float32 evaluation.
+ * Experts named in `fixed` outside [0, E) are the validator's to reject; here they are ignored.
+ */
+export function resolvePolicy(
+  select: SelectSpec,
+  indexNames: readonly string[],
+  experts: number,
+  f32: boolean,
+): SelectionPolicy {
   switch (select.kind) {
-    case "aesm":
-      return { ...select };
+    case "aesm": {
+      const { specific, shared, mask } = select;
+      return { kind: "aesm", specific, shared, mask, constants: aesmConstants(select.eps, indexNames.length, f32) };
+    }
     case "all":
       return { kind: "all" };
     case "topK":
@@ -88,9 +120,6 @@ function boundaryGap(score: Float64Array, order: Int32Array, k: number): number 
   return Math.abs(score[order[k]!]! - score[order[k - 1]!]!);
 }
 
-const rnd32 = Math.fround;
-const keep = (x: number): number => x;
-
 /**
  * w[e] ∝ exp(z[e]) over the experts with `member[e] ≠ 0`, 0 elsewhere; stable (the max over
  * the set is subtracted first). An empty set gives all-zero weights.
@@ -135,17 +164,12 @@ function aesmScores(
   G: number,
   E: number,
   index: number,
-  eps: number,
+  c: AesmConstants,
   f32: boolean,
   s: SelectionScratch,
 ): void {
   const r = f32 ? rnd32 : keep;
-  const epsR = r(eps);
-  const u = r(1 / G);
-  const logU = r(Math.log(u));
-  const qHot = r(1 + epsR);
-  const logQHot = r(Math.log(qHot));
-  const logEps = r(Math.log(epsR));
+  const { eps: epsR, u, logU, qHot, logQHot, logEps } = c;
   for (let e = 0; e < E; e++) {
     let max = -Infinity;
     for (let g = 0; g < G; g++) if (z[zOff + g * E + e]! > max) max = z[zOff + g * E + e]!;
@@ -216,7 +240,7 @@ export function selectRow(
       return boundaryGap(s.specificScore, s.specificOrder, k);
     }
     case "aesm": {
-      aesmScores(z, zOff, G, E, index, policy.eps, f32, s);
+      aesmScores(z, zOff, G, E, index, policy.constants, f32, s);
       rankAscending(s.specificScore, s.specificOrder);
       rankAscending(s.sharedScore, s.sharedOrder);
       const kSp = Math.min(policy.specific, E);

@@ -29,9 +29,9 @@ import {
 import { writeFileAtomic } from "../../core/atomic.ts";
 import { readFileSync } from "node:fs";
 import { decodeModel } from "../../backends/onnx/index.ts";
-import { loadWeights } from "../../weights/index.ts";
 import { intArg, nonNegativeNumber } from "../args.ts";
 import type { CommandContext } from "../io.ts";
+import { loadModelWeights } from "../model-weights.ts";
 
 export const DEFAULT_ROWS = 2048;
 
@@ -122,7 +122,8 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
     .option("--summary", "print one summary line instead of the tables")
     .option("--no-progress", "no progress bar (it only shows when stderr is a terminal)")
     .action(async (modelPath: string, o: ParityFlags) => {
-      const { spec } = await loadModel(modelPath);
+      const model = await loadModel(modelPath);
+      const { spec } = model;
       const precision = o.precision ?? recordedPrecision(o.onnx);
       const tolerances = resolveTolerances(
         spec.tasks.map((t) => t.name),
@@ -132,7 +133,7 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
       );
       if (o.saveInputs) checkInputsPath(o.saveInputs);
       if (o.inputs) checkInputsPath(o.inputs);
-      const weights = loadWeights(o.weights, spec);
+      const weights = await loadModelWeights(model, o.weights);
       const inputs = o.inputs ? readInputsFile(o.inputs, spec) : generateInputs(spec, { rows: o.rows, seed: o.seed });
       if (o.saveInputs) writeInputsFile(o.saveInputs, spec, inputs);
 
