@@ -4,8 +4,11 @@
 import { Command, CommanderError } from "commander";
 import { AesmError, formatDiagnostic } from "../core/diagnostics.ts";
 import { AESM_VERSION } from "../version.ts";
+import { registerBisect } from "./commands/bisect.ts";
 import { registerCompile } from "./commands/compile.ts";
+import { registerInit } from "./commands/init.ts";
 import { registerInitWeights } from "./commands/init-weights.ts";
+import { registerInspect } from "./commands/inspect.ts";
 import { registerParity } from "./commands/parity.ts";
 import { type CliIO, type CommandContext, processIO } from "./io.ts";
 
@@ -20,6 +23,9 @@ function buildProgram(ctx: CommandContext): Command {
   registerInitWeights(program, ctx);
   registerCompile(program, ctx);
   registerParity(program, ctx);
+  registerBisect(program, ctx);
+  registerInspect(program, ctx);
+  registerInit(program, ctx);
   for (const c of [program, ...program.commands])
     c.configureOutput({ writeOut: io.out, writeErr: io.err }).exitOverride().allowExcessArguments(false);
   return program;

@@ -72,44 +72,47 @@ export function gateSlots(prefix: string, gate: GateSpec, inWidth: number, exper
 
 /** All tensors the model needs, in canonical order. */
 export function canonicalLayout(spec: ModelSpec): TensorSlot[] {
-  const out: TensorSlot[] = [];
+  return [...canonicalSlots(spec)];
+}
+
+/**
+ * The same slots one at a time, so a consumer can stop early: a hostile model may declare
+ * billions of experts, and listing them all would exhaust memory before any check ran.
+ */
+export function* canonicalSlots(spec: ModelSpec): Generator<TensorSlot> {
   for (const f of spec.features)
-    if (f.kind === "categorical")
-      out.push({ name: `features.${f.name}.weight`, shape: [f.vocab, f.dim], role: "embedding" });
+    if (f.kind === "categorical") yield { name: `features.${f.name}.weight`, shape: [f.vocab, f.dim], role: "embedding" };
   for (const lvl of spec.scenarios)
-    out.push({ name: `scenarios.${lvl.name}.weight`, shape: [lvl.values.length, lvl.dim], role: "embedding" });
-  if (spec.taskLayers) out.push({ name: "tasks.weight", shape: [spec.tasks.length, spec.taskLayers.dim], role: "embedding" });
+    yield { name: `scenarios.${lvl.name}.weight`, shape: [lvl.values.length, lvl.dim], role: "embedding" };
+  if (spec.taskLayers) yield { name: "tasks.weight", shape: [spec.tasks.length, spec.taskLayers.dim], role: "embedding" };
 
   let h = inputWidth(spec);
-  spec.scenarios.forEach((lvl, l) => {
+  for (const [l, lvl] of spec.scenarios.entries()) {
     const c = indicatorWidth(spec, l);
     for (let i = 0; i < lvl.layers; i++) {
       const p = `scenario_layers.${lvl.name}.${i}`;
-      for (let e = 0; e < lvl.experts; e++) out.push(...mlpSlots(`${p}.experts.${e}`, lvl.expert, h));
-      for (let g = 0; g < lvl.values.length; g++)
-        out.push(...gateSlots(`${p}.gates.${g}`, lvl.gate, h + c, lvl.experts));
+      for (let e = 0; e < lvl.experts; e++) yield* mlpSlots(`${p}.experts.${e}`, lvl.expert, h);
+      for (let g = 0; g < lvl.values.length; g++) yield* gateSlots(`${p}.gates.${g}`, lvl.gate, h + c, lvl.experts);
       h = mlpOutWidth(lvl.expert, h);
     }
-  });
+  }
 
   const tl = spec.taskLayers;
   if (tl) {
     const c = indicatorWidth(spec, spec.scenarios.length - 1);
     for (let i = 0; i < tl.layers; i++) {
       const p = `task_layers.${i}`;
-      for (let e = 0; e < tl.experts; e++) out.push(...mlpSlots(`${p}.experts.${e}`, tl.expert, h));
-      for (let t = 0; t < spec.tasks.length; t++)
-        out.push(...gateSlots(`${p}.gates.${t}`, tl.gate, h + c + tl.dim, tl.experts));
+      for (let e = 0; e < tl.experts; e++) yield* mlpSlots(`${p}.experts.${e}`, tl.expert, h);
+      for (let t = 0; t < spec.tasks.length; t++) yield* gateSlots(`${p}.gates.${t}`, tl.gate, h + c + tl.dim, tl.experts);
       h = mlpOutWidth(tl.expert, h);
     }
   }
 
   for (const t of spec.tasks) {
     const p = `towers.${t.name}`;
-    out.push(...mlpSlots(p, t.tower, h));
+    yield* mlpSlots(p, t.tower, h);
     const w = mlpOutWidth(t.tower, h);
-    out.push({ name: `${p}.out.weight`, shape: [1, w], role: "tower.out.weight", fanIn: w });
-    out.push({ name: `${p}.out.bias`, shape: [1], role: "tower.out.bias", fanIn: w });
+    yield { name: `${p}.out.weight`, shape: [1, w], role: "tower.out.weight", fanIn: w };
+    yield { name: `${p}.out.bias`, shape: [1], role: "tower.out.bias", fanIn: w };
   }
-  return out;
 }

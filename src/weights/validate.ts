@@ -12,7 +12,13 @@
 import { type Diagnostic, AesmError } from "../core/diagnostics.ts";
 import { numel } from "../core/tensor.ts";
 import type { ModelSpec } from "../dsl/spec.ts";
-import { type Weights, canonicalLayout } from "./layout.ts";
+import { type Weights, canonicalSlots } from "./layout.ts";
+
+/**
+ * Missing tensors listed before the check stops: a model that declares far more tensors than
+ * the file holds (hostile, or the wrong file) is reported in bounded time and memory.
+ */
+const MAX_MISSING = 100;
 import { formatShape } from "./safetensors.ts";
 
 /** Throw one AesmError listing every mismatch between `weights` and the model's layout. */
@@ -22,10 +28,17 @@ export function validateWeights(spec: ModelSpec, weights: Weights, file?: string
     problems.push({ code, path, message, ...(file !== undefined ? { file } : {}) });
 
   const expected = new Set<string>();
-  for (const slot of canonicalLayout(spec)) {
+  let missing = 0;
+  let complete = true;
+  for (const slot of canonicalSlots(spec)) {
     expected.add(slot.name);
     const t = weights.get(slot.name);
     if (t === undefined) {
+      if (++missing > MAX_MISSING) {
+        add("AESM2101", "", `over ${MAX_MISSING} tensors missing; the rest are not listed (the file holds ${weights.size} tensors)`);
+        complete = false;
+        break;
+      }
       add("AESM2101", slot.name, `missing tensor (expected shape ${formatShape(slot.shape)})`);
       continue;
     }
@@ -47,8 +60,10 @@ export function validateWeights(spec: ModelSpec, weights: Weights, file?: string
       if (neg >= 0) add("AESM2105", slot.name, `running_var must be ≥ 0, got ${formatFloat(data[neg]!)} at index ${neg}`);
     }
   }
-  for (const name of weights.keys())
-    if (!expected.has(name)) add("AESM2102", name, "unexpected tensor (not part of this model)");
+  // Only a full listing knows which tensors are unexpected.
+  if (complete)
+    for (const name of weights.keys())
+      if (!expected.has(name)) add("AESM2102", name, "unexpected tensor (not part of this model)");
 
   if (problems.length) throw new AesmError(problems);
 }

@@ -13,8 +13,11 @@ import { PASSES, type PassOptions } from "../../src/passes/index.ts";
 import { diffOutputs } from "../../src/passes/pipeline.ts";
 import { initWeights } from "../../src/weights/index.ts";
 
-/** Runs per property: enough to meet every policy and layout several times, bounded for a 2-core CI. */
-const RUNS = 25;
+/**
+ * Runs per property: enough to meet every policy and layout several times, bounded for a 2-core
+ * CI; AESM_PROPERTY_RUNS=500 for a longer hunt. fast-check prints the seed and path of a failure.
+ */
+const RUNS = Number(process.env.AESM_PROPERTY_RUNS ?? 25);
 const ROWS = 48;
 const ATOL = 1e-5;
 const NEAR_TIE = 1e-4;
@@ -151,7 +154,7 @@ describe("every pass alone keeps the interpreter's outputs", () => {
       }),
       { numRuns: RUNS },
     );
-  }, 120_000);
+  }, 180_000 * Math.max(1, RUNS / 25));
 });
 
 describe("-O2 keeps parity with the reference", () => {
@@ -170,5 +173,5 @@ describe("-O2 keeps parity with the reference", () => {
       }),
       { numRuns: RUNS },
     );
-  }, 120_000);
+  }, 180_000 * Math.max(1, RUNS / 25));
 });
