@@ -518,8 +518,12 @@ function findModelRoot(
 
 // ---- weights that do not fit: back to the model part that declared the tensor ----
 
-/** Codes of validateWeights (src/weights/validate.ts): a checkpoint that does not fit the model. */
-const WEIGHTS_FIT_CODES = new Set(["AESM2101", "AESM2102", "AESM2103", "AESM2104", "AESM2105", "AESM2106"]);
+/**
+ * Codes of validateWeights (src/weights/validate.ts) about whether a tensor fits the model
+ * (missing, extra, shape, dtype). Bad values — NaN, Inf, a negative running_var — are the
+ * checkpoint's fault, so they keep naming the weights file.
+ */
+const WEIGHTS_FIT_CODES = new Set(["AESM2101", "AESM2102", "AESM2103", "AESM2106"]);
 
 /**
  * The model path that declares a canonical tensor (MODEL.md §6), for pointing a weights error

@@ -50,7 +50,8 @@ describe("compile: bad inputs", () => {
     const out = join(dir, "m.onnx");
     const r = await runCli(["compile", MODEL, "--weights", wp, "-o", out]);
     expect(r.code).toBe(2);
-    expect(r.err).toBe(`error[AESM2101]: ${wp}: towers.cvr.out.weight: missing tensor (expected shape [1, 16])\n`);
+    // reported where the model declares the tower, naming the weights file too
+    expect(r.err).toBe(`error[AESM2101]: ${MODEL}:58:12: towers.cvr.out.weight: missing tensor (expected shape [1, 16]) (in ${wp})\n`);
     expect(existsSync(out)).toBe(false);
   });
 
@@ -60,7 +61,7 @@ describe("compile: bad inputs", () => {
     const wp = writeWeights("shape.safetensors", w);
     const r = await runCli(["compile", MODEL, "--weights", wp, "-o", join(dir, "s.onnx")]);
     expect(r.code).toBe(2);
-    expect(r.err).toBe(`error[AESM2103]: ${wp}: towers.ctr.out.weight: shape [1, 7], expected [1, 16]\n`);
+    expect(r.err).toBe(`error[AESM2103]: ${MODEL}:57:12: towers.ctr.out.weight: shape [1, 7], expected [1, 16] (in ${wp})\n`);
   });
 
   it("weights containing NaN: names the tensor and the index", async () => {

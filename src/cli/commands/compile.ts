@@ -9,9 +9,9 @@ import { loadModel } from "../../dsl/index.ts";
 import { readCalibrationRows } from "../../passes/calibrate.ts";
 import { PASSES, PassError } from "../../passes/index.ts";
 import type { OptLevel } from "../../passes/pipeline.ts";
-import { loadWeights } from "../../weights/index.ts";
 import { intArg } from "../args.ts";
 import type { CliIO, CommandContext } from "../io.ts";
+import { loadModelWeights } from "../model-weights.ts";
 
 /** Exit code of a compiler bug (BSD sysexits EX_SOFTWARE), as for any internal error. */
 export const EXIT_INTERNAL = 70;
@@ -105,7 +105,8 @@ export function registerCompile(program: Command, { io, setExitCode }: CommandCo
       "prune experts these rows (.jsonl or .npz, as parity reads) never use (opt-in, lossy elsewhere; checked on held-out rows and reported)",
     )
     .action(async (modelPath: string, o: CompileFlags) => {
-      const { spec } = await loadModel(modelPath);
+      const model = await loadModel(modelPath);
+      const { spec } = model;
       const selection = o.passes ? { passes: o.passes } : { optLevel: o.optLevel };
       const pipeline = resolvePasses(selection).map((p) => p.id);
       if (o.precision === "fp16") pipeline.push("to-fp16"); // run last by compile
@@ -121,7 +122,7 @@ export function registerCompile(program: Command, { io, setExitCode }: CommandCo
             `pass "${absent[0]}" is not in this pipeline (${o.passes ? "--passes" : `-O${o.optLevel}`}: ${pipeline.join(", ") || "no passes"})`,
           );
       }
-      const weights = await loadWeights(o.weights, spec);
+      const weights = await loadModelWeights(model, o.weights);
       if (o.calibrate !== undefined) checkCalibrationPipeline(pipeline);
       const calibrationRows = o.calibrate !== undefined ? readCalibrationRows(o.calibrate, spec) : undefined;
       let s;
