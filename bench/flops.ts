@@ -43,22 +43,22 @@ export function matmulFlops(g: Graph, batch: number): number | null {
   return total;
 }
 
-/** Inner dimension of the limit MatMul: the width of the models' experts' first layers. */
-export const LIMIT_K = 256;
-
 /**
- * Write `[batch, K] × [K, N]` as an ONNX model, N chosen so that it does `flopsPerRow` FLOPs per
- * row (as near as an integer N allows); returns N. Input `a`, output `y`.
+ * Write `[batch, K] × [K, N]` as an ONNX model that does `flopsPerRow` FLOPs per row, K ≈ N (a
+ * square weight: the best-shaped GEMM for that work; its K·N weights equal the model's count of
+ * multiply-adds per row, so it also reads as many weight bytes as the dense model). Input `a`,
+ * output `y`. Returns [K, N].
  */
-export function writeLimitMatMul(path: string, flopsPerRow: number): number {
-  const N = Math.max(1, Math.round(flopsPerRow / (2 * LIMIT_K)));
+export function writeLimitMatMul(path: string, flopsPerRow: number): [number, number] {
+  const K = Math.max(16, Math.round(Math.sqrt(flopsPerRow / 2) / 16) * 16);
+  const N = Math.max(1, Math.round(flopsPerRow / (2 * K)));
   const rng = new Rng(1);
-  const w = new Float32Array(LIMIT_K * N);
+  const w = new Float32Array(K * N);
   for (let i = 0; i < w.length; i++) w[i] = rng.normal() / 16;
   const g = new Graph("matmul_limit");
-  const a = g.addInput("a", { dtype: "float32", shape: ["batch", LIMIT_K] });
-  const W = g.addConstant("w", { dtype: "float32", shape: [LIMIT_K, N], data: w });
+  const a = g.addInput("a", { dtype: "float32", shape: ["batch", K] });
+  const W = g.addConstant("w", { dtype: "float32", shape: [K, N], data: w });
   g.setOutput("y", g.op("MatMul", [a, W], {}, { names: ["y"] }));
   writeOnnx(path, g, { opset: 17 });
-  return N;
+  return [K, N];
 }

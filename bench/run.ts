@@ -17,7 +17,7 @@ import { type ModelSpec, loadModel } from "../src/dsl/index.ts";
 import { generateInputs } from "../src/parity/inputs.ts";
 import { PASSES } from "../src/passes/index.ts";
 import { initWeights } from "../src/weights/index.ts";
-import { LIMIT_K, matmulFlops, writeLimitMatMul } from "./flops.ts";
+import { matmulFlops, writeLimitMatMul } from "./flops.ts";
 import { type Variant, measureRoundRobin } from "./measure.ts";
 import { type BatchResult, LIMIT, type MachineInfo, type ModelResult, type Target, machineLine, modelTable, targetsTable, timingOf } from "./report.ts";
 
@@ -69,10 +69,10 @@ function feedsFor(spec: ModelSpec, rows: number): Record<string, ort.Tensor> {
   return feeds;
 }
 
-function limitFeeds(rows: number): Record<string, ort.Tensor> {
-  const a = new Float32Array(rows * LIMIT_K);
+function limitFeeds(rows: number, K: number): Record<string, ort.Tensor> {
+  const a = new Float32Array(rows * K);
   for (let i = 0; i < a.length; i++) a[i] = Math.sin(i) * 0.5;
-  return { a: new ort.Tensor("float32", a, [rows, LIMIT_K]) };
+  return { a: new ort.Tensor("float32", a, [rows, K]) };
 }
 
 interface CompiledVariant extends Variant {
@@ -122,7 +122,7 @@ async function benchModel(model: string): Promise<ModelResult[]> {
     denseFlops = matmulFlops(graph, 1)!;
   }
   const limitPath = join(tmp, `${model}.limit.onnx`);
-  const N = writeLimitMatMul(limitPath, denseFlops);
+  const [K, N] = writeLimitMatMul(limitPath, denseFlops);
 
   const results: ModelResult[] = [];
   for (const threads of threadSettings) {
@@ -137,7 +137,7 @@ async function benchModel(model: string): Promise<ModelResult[]> {
         else unique.push(v);
       }
       const modelFeeds = feedsFor(spec, batch);
-      const mm = limitFeeds(batch);
+      const mm = limitFeeds(batch, K);
       const timings = await measureRoundRobin([...unique, { name: LIMIT, path: limitPath }], (v) => (v.name === LIMIT ? mm : modelFeeds), {
         threads,
         warmup: 3,
@@ -152,7 +152,7 @@ async function benchModel(model: string): Promise<ModelResult[]> {
       model,
       threads,
       flopsPerRow: denseFlops,
-      limitShape: [LIMIT_K, N],
+      limitShape: [K, N],
       variants: variants.map((v) => ({ name: v.name, nodes: v.nodes, parameters: v.parameters, note: v.note })),
       batches: byBatch,
     });

@@ -156,7 +156,8 @@ describe("hostile model specs (JSON)", () => {
     const p = file("huge.json", JSON.stringify(huge));
     const t0 = performance.now();
     const lines = [
-      ...Array.from({ length: 100 }, () => /^error\[AESM2101\]: .*tiny\.safetensors: scenario_layers\.s\.0\.experts\.\d+\.layers\.0\.linear\.(weight|bias): missing tensor \(expected shape \[4(, 2)?\]\)$/),
+      // each located at the model line declaring the level's experts, naming the weights file
+      ...Array.from({ length: 100 }, () => /^error\[AESM2101\]: .*huge\.json:\d+:\d+: scenario_layers\.s\.0\.experts\.\d+\.layers\.0\.linear\.(weight|bias): missing tensor \(expected shape \[4(, 2)?\]\) \(in .*tiny\.safetensors\)$/),
       /^error\[AESM2101\]: .*tiny\.safetensors: over 100 tensors missing; the rest are not listed \(the file holds 11 tensors\)$/,
     ];
     const grown = await expectRejected(compileArgs(p), lines);
