@@ -85,6 +85,11 @@ function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** JSON.parse quotes the offending text raw: escape control characters so a diagnostic stays one clean line. */
+function escapeControl(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
 /** Attribute diagnostics to `file`, adding a position to those that have none and can be located. */
 function attribute(diagnostics: readonly Diagnostic[], file: string, locate?: Locate): Diagnostic[] {
   return diagnostics.map((d) => {
@@ -115,7 +120,7 @@ async function loadJson(abs: string, file: string): Promise<{ spec: ModelSpec; l
     throw new AesmError({
       code: "AESM1001",
       path: "",
-      message: `invalid JSON: ${messageOf(e)}`,
+      message: `invalid JSON: ${escapeControl(messageOf(e))}`,
       file,
       ...(Number.isFinite(at) ? positionAt(text, at) : {}),
     });

@@ -139,10 +139,9 @@ describe("hostile model specs (JSON)", () => {
     await expectRejected(compileArgs(p), [new RegExp(`^error\\[AESM1001\\]: ${p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(:\\d+:\\d+)?: invalid JSON: .+$`)]);
   });
 
-  // OPEN (src/dsl/load.ts): V8's JSON.parse message quotes the offending text raw, so control
-  // characters in the file (CR/LF, ANSI escapes) reach the terminal and split the diagnostic.
-  // When load.ts escapes them, this passes: drop `.fails`.
-  it.fails("a binary or escape-laden JSON file gets a one-line diagnostic with no raw control characters", async () => {
+  // V8's JSON.parse message quotes the offending text raw; load.ts escapes control characters
+  // (CR/LF, ANSI escapes) so they cannot reach the terminal or split the diagnostic.
+  it("a binary or escape-laden JSON file gets a one-line diagnostic with no raw control characters", async () => {
     const p = file("binary.json", new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x1b, 0x5b, 0x33, 0x31, 0x6d]));
     const r = await runCli(compileArgs(p));
     expect(r.code).toBe(2);
