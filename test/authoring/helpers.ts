@@ -4,7 +4,6 @@
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { main } from "../../src/cli/main.ts";
 
 export const REPO = join(import.meta.dirname, "..", "..");
 
@@ -34,18 +33,7 @@ export function userProject(prefix = "aesm-authoring-"): Project {
   };
 }
 
-export interface CliRun {
-  code: number;
-  out: string;
-  err: string;
-}
-
-export async function runCli(argv: string[]): Promise<CliRun> {
-  let out = "";
-  let err = "";
-  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s), isTTY: false });
-  return { code, out, err };
-}
+export { type CliRun, runCli } from "../cli/cli-helpers.ts";
 
 /** What a user-facing error must never show: a JavaScript stack or an exception's class name. */
 export function expectNoStack(text: string): void {

@@ -1,6 +1,7 @@
 // Small models as plain ModelSpec data, seeded random weights and input batches for the
 // lowering tests (independent of the DSL builders and of weights/init on purpose).
 
+import { batchToFeeds } from "../../src/core/batch.ts";
 import type { InputBatch } from "../../src/core/batch.ts";
 import { Rng } from "../../src/core/random.ts";
 import type { Tensor } from "../../src/core/tensor.ts";
@@ -154,14 +155,5 @@ export function randomBatch(spec: ModelSpec, rows: number, seed: number): InputB
 
 /** The graph feeds for a batch (MODEL.md §8 shapes). */
 export function feedsOf(spec: ModelSpec, batch: InputBatch): Record<string, Tensor> {
-  const feeds: Record<string, Tensor> = {};
-  for (const f of spec.features) {
-    const data = batch.features[f.name]!;
-    feeds[f.name] =
-      f.kind === "categorical"
-        ? { dtype: "int64", shape: [batch.rows], data }
-        : { dtype: "float32", shape: [batch.rows, f.dim], data };
-  }
-  for (const lvl of spec.scenarios) feeds[lvl.name] = { dtype: "int64", shape: [batch.rows], data: batch.scenarios[lvl.name]! };
-  return feeds;
+  return batchToFeeds(batch, spec);
 }
