@@ -18,6 +18,8 @@ import { initWeights } from "../../src/weights/index.ts";
  * CI; AESM_PROPERTY_RUNS=500 for a longer hunt. fast-check prints the seed and path of a failure.
  */
 const RUNS = Number(process.env.AESM_PROPERTY_RUNS ?? 25);
+/** Fixed so CI is repeatable (a random search belongs to `npm run fuzz`); AESM_PROPERTY_SEED explores others. */
+const SEED = Number(process.env.AESM_PROPERTY_SEED ?? 20261128);
 const ROWS = 48;
 const ATOL = 1e-5;
 const NEAR_TIE = 1e-4;
@@ -152,7 +154,7 @@ describe("every pass alone keeps the interpreter's outputs", () => {
           expect(worst?.maxAbs ?? 0, `${pass.id}: output ${worst?.output} element ${worst?.index}`).toBeLessThanOrEqual(ATOL);
         }
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, seed: SEED },
     );
   }, 180_000 * Math.max(1, RUNS / 25));
 });
@@ -171,7 +173,7 @@ describe("-O2 keeps parity with the reference", () => {
           expect(c.ok, `${JSON.stringify(passOptions)}: ${c.detail}`).toBe(true);
         }
       }),
-      { numRuns: RUNS },
+      { numRuns: RUNS, seed: SEED },
     );
   }, 180_000 * Math.max(1, RUNS / 25));
 });
