@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { AesmError } from "../../src/core/diagnostics.ts";
 import type { Tensor } from "../../src/core/tensor.ts";
 import { decodeModel, readModel, tensorFromProto } from "../../src/backends/onnx/index.ts";
+import { SIDE_INPUTS } from "../../src/backends/onnx/read.ts";
 import { runGraph } from "../../src/backends/interp/index.ts";
 import { Graph, OP_KINDS, type OpKind } from "../../src/ir/index.ts";
 import type { StrictGraph } from "../onnx/proto.ts";
@@ -39,20 +40,6 @@ const CASE_PATTERN = new RegExp(
     ")(\\d|_|$)",
 );
 
-/** Input positions ONNX feeds at run time but the IR needs as constants (read through `constantInputs`). */
-const SIDE_INPUTS: Record<string, number[]> = {
-  ReduceSum: [1],
-  ReduceMax: [1],
-  ReduceMin: [1],
-  ReduceMean: [1],
-  ReduceLogSumExp: [1],
-  Squeeze: [1],
-  Unsqueeze: [1],
-  Reshape: [1],
-  Slice: [1, 2, 3, 4],
-  TopK: [1],
-  OneHot: [1, 2],
-};
 
 /** How a case the IR cannot run fails: an AesmError code from the reader, or an interpreter error. */
 type Unsupported = { reason: string; fails: "AESM3004" | "AESM3007" | "interp"; message?: RegExp };

@@ -153,7 +153,7 @@ function typeFromProto(name: string, tp: ITypeProto | null | undefined, file?: s
 }
 
 /** Input positions that are side inputs, read as constants into IR attributes. */
-const SIDE_INPUTS: Readonly<Record<string, readonly number[]>> = {
+export const SIDE_INPUTS: Readonly<Record<string, readonly number[]>> = {
   ReduceSum: [1],
   ReduceMax: [1],
   ReduceMin: [1],
