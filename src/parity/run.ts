@@ -17,7 +17,8 @@ import {
   type SelectionMetrics,
   compareOutput,
   compareSelection,
-  relativeError,
+  exceedsTolerance,
+  float32Limited,
   rmseCheck,
 } from "./compare.ts";
 import { headBatch, scenarioCoverage, scenarioOfRow, sliceBatch } from "./inputs.ts";
@@ -300,12 +301,6 @@ function addEvidence(ev: Float32Evidence, ref: { layers: LayerTrace[] }, f32: { 
   });
 }
 
-function failsTolerance(a: number, b: number, tol: Tolerance): boolean {
-  if (!Number.isFinite(a) || !Number.isFinite(b)) return !(Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b)));
-  const abs = Math.abs(a - b);
-  return abs > tol.atol && relativeError(a, abs) > tol.rtol;
-}
-
 /**
  * Rows a gating comparison fails on (a clear-margin selection difference, or an output beyond
  * tolerance) that the float32 reference has not evaluated: these get evaluated in float32 too,
@@ -326,7 +321,7 @@ function suspectRows(
       const a = ref.outputs[t.name]!;
       const b = run.values[t.name]!;
       const tol = tolerances[t.name]!;
-      for (let r = 0; r < rows; r++) if (failsTolerance(a[r]!, b[r]!, tol)) mark[r] = 1;
+      for (let r = 0; r < rows; r++) if (exceedsTolerance(a[r]!, b[r]!, tol)) mark[r] = 1;
     }
   for (const layers of flips) for (const d of layers.values()) for (let r = 0; r < rows; r++) if (d[r] === DISAGREEMENT) mark[r] = 1;
   const out: number[] = [];
@@ -346,9 +341,10 @@ interface CompareContext {
 /**
  * Compare `candidate` with `baseline` (the reference, when `baselineRun` is null). Per output,
  * rows are excused (reported apart, not judged) when a layer feeding it flipped on a near-tie,
- * or flipped where the float32 reference flips too, or (against the reference) when the float32
- * reference misses the tolerance on that row as well; where a layer's selection is not visible,
- * its near-tie rows are excused, since a flip there cannot be seen.
+ * or flipped where the float32 reference flips too, or (against the reference) when the element
+ * fails and is float32-limited (the float32 reference strays beyond a tenth of the tolerance
+ * there: float32Limited); where a layer's selection is not visible, its near-tie rows are
+ * excused, since a flip there cannot be seen.
  */
 function compareRuns(
   spec: ModelSpec,
@@ -418,7 +414,7 @@ function compareRuns(
     if (!baselineRun) {
       const f32 = ev.outputs[t.name]!;
       for (let r = 0; r < rows; r++)
-        if (!excused[r] && ev.known[r] && failsTolerance(baseline[r]!, got[r]!, tol) && failsTolerance(baseline[r]!, f32[r]!, tol))
+        if (!excused[r] && ev.known[r] && exceedsTolerance(baseline[r]!, got[r]!, tol) && float32Limited(baseline[r]!, f32[r]!, tol))
           excused[r] = EXCUSED_FLOAT32;
     }
     const m = compareOutput({ name: t.name, reference: baseline, candidate: got, tolerance: tol, excused, worst: ctx.worst });

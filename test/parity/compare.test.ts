@@ -14,12 +14,46 @@ import {
   compareOutput,
   compareSelection,
   errorStats,
+  exceedsTolerance,
+  float32Limited,
   histogramBucket,
   rmseCheck,
   ulpDistance,
 } from "../../src/parity/compare.ts";
 
 const tol = { atol: 1e-5, rtol: 0 };
+
+describe("float32Limited", () => {
+  it("holds where the float32 reference strays beyond a tenth of atol", () => {
+    expect(float32Limited(0.5, 0.5 + 1.5e-6, tol)).toBe(true);
+    expect(float32Limited(0.5, 0.5 - 1.5e-6, tol)).toBe(true);
+    expect(float32Limited(0.5, 0.5 + 0.5e-6, tol)).toBe(false);
+    expect(float32Limited(0.5, 0.5, tol)).toBe(false);
+    // the 100,000-row example's ill-conditioned rows: the emulation strays 2.57e-6 and 7.8e-6
+    expect(float32Limited(0.4314111410632082, 0.4314111410632082 + 2.57e-6, tol)).toBe(true);
+  });
+
+  it("takes a tenth of the tolerance that applies: max(atol, rtol·|ref|) / 10", () => {
+    const loose = { atol: 1e-5, rtol: 1e-2 };
+    // at ref 10 the tolerance is rtol·10 = 0.1, a tenth of it 0.01
+    expect(float32Limited(10, 10.02, loose)).toBe(true);
+    expect(float32Limited(10, 10.005, loose)).toBe(false);
+    // at ref 1e-4 it is atol (rtol·|ref| = 1e-6 is smaller), a tenth of it 1e-6
+    expect(float32Limited(1e-4, 1e-4 + 2e-6, loose)).toBe(true);
+    expect(float32Limited(1e-4, 1e-4 + 0.5e-6, loose)).toBe(false);
+    // the pass rule itself at the full tolerance
+    expect(exceedsTolerance(10, 10.05, loose)).toBe(false);
+    expect(exceedsTolerance(10, 10.2, loose)).toBe(true);
+  });
+
+  it("holds where float32 is non-finite and float64 is not, or the two differ", () => {
+    expect(float32Limited(0.5, NaN, tol)).toBe(true);
+    expect(float32Limited(0.5, Infinity, tol)).toBe(true);
+    expect(float32Limited(Infinity, -Infinity, tol)).toBe(true);
+    expect(float32Limited(NaN, NaN, tol)).toBe(false);
+    expect(float32Limited(-Infinity, -Infinity, tol)).toBe(false);
+  });
+});
 
 describe("compareOutput", () => {
   it("computes max, mean, nearest-rank median and p99 of absolute and relative errors", () => {
