@@ -6,6 +6,11 @@
 //   shared score    exact in real arithmetic (default on)
 //   specific score  exact in real arithmetic (default on)
 //   specific → log P[i, e]  exact only up to the eps terms (PassOptions.nearTieRewrites)
+//   two gates (G = 2), both scores  exact in real arithmetic, eps included (default on): with
+//                    s_e = Z[i, e] − Z[1 − i, e], the specific score is a strictly increasing
+//                    function of s_e and the shared one a strictly increasing function of |s_e|,
+//                    so the sets are TopK(s, largest) and TopK(|s|, smallest) — no softmax, log
+//                    or reduction over the gates at all
 // In float32 every rewrite rounds differently from the original, so any of them can flip a
 // selection whose two boundary scores are within rounding of each other (a near-tie, which
 // parity reports apart from errors). Exact ties survive: experts with identical gate columns
@@ -120,9 +125,12 @@ function matchSpecific(sum: Node): Match<SpecificScore> {
   return no("not q·log(q / (P + eps))");
 }
 
-/** Per-pass state: one LSE_g Z per Z, one Z[i] per Z. */
+/** Per-pass state: one LSE_g Z per Z, one Z[i] per Z, one sign vector per one-hot, one s per Z. */
 class Rewriter {
   private readonly lse = new Map<Value, Value>();
+  private readonly signs = new Map<Value, Value>();
+  /** Two-gate layers: s = Z[i] − Z[1 − i] per Z, from the specific rewrite, for the shared one. */
+  readonly gateGap = new Map<Value, Value>();
   constructor(
     readonly g: Graph,
     readonly ctx: PassContext,
@@ -155,6 +163,7 @@ class Rewriter {
   shared(sum: Node, m: SharedScore, tops: Node[]): void {
     const { g } = this;
     const scope = sum.scope;
+    if (m.Z.type.shape[1] === 2) return this.sharedTwoGates(sum, m, tops);
     const mean = g.op("ReduceMean", [m.Z], { axes: [1], keepdims: 0 }, { scope, names: [`${scope}.Z_mean`] });
     const score = g.op("Sub", [this.logSumExp(m.Z, scope), mean], {}, { scope, names: [`${scope}.shared_closed`] });
     for (const t of tops) g.setNodeInput(t, 0, score);
@@ -175,6 +184,7 @@ class Rewriter {
     const { g, ctx } = this;
     const scope = sum.scope;
     const G = m.Z.type.shape[1] as number;
+    if (G === 2) return this.specificTwoGates(sum, m, tops);
     let score: Value;
     const dropped = m.eps * Math.max(G - 1, 0) * Math.abs(Math.log(m.eps));
     if (ctx.options.nearTieRewrites && dropped <= NEAR_TIE_BOUND) {
@@ -194,6 +204,60 @@ class Rewriter {
     }
     bump(ctx, "specific-scores");
   }
+
+  /** σ = 2·onehot3 − 1 [B, 2, 1]: +1 at the row's own gate, −1 at the other (exact in float32). */
+  private signOf(onehot3: Value, scope: string): Value {
+    let v = this.signs.get(onehot3);
+    if (!v) {
+      const twice = this.g.op("Add", [onehot3, onehot3], {}, { scope, names: [`${scope}.onehot_x2`] });
+      v = this.g.op("Sub", [twice, this.g.addConstant(`${scope}.one`, { dtype: "float32", shape: [], data: Float32Array.of(1) })], {}, { scope, names: [`${scope}.gate_sign`] });
+      this.signs.set(onehot3, v);
+    }
+    return v;
+  }
+
+  /**
+   * specific, two gates: with s_e = Z[i, e] − Z[1 − i, e], P[i, e] = σ(s_e) and
+   *   S_e = (1 + eps)·log(σ(s_e) + eps) + eps·log(1 − σ(s_e) + eps),
+   *   dS/ds = σ'(s)·(1 + 2·eps)·(1 − σ(s)) / ((σ(s) + eps)·(1 − σ(s) + eps)) > 0,
+   * so the largest S are the largest s (exact, eps included; ties stay ties):
+   *   before  Softmax(Z, 1) → Add(eps) → Div → Log → Mul(q, ·) → ReduceSum([1]) → TopK(largest=0)
+   *   after   ReduceSum(Z · σ, [1]) with σ = 2·onehot3 − 1         → TopK(largest=1)
+   * Z·σ sums ±Z exactly, so s is Z[i] − Z[1 − i] rounded once.
+   */
+  private specificTwoGates(sum: Node, m: SpecificScore, tops: Node[]): void {
+    const { g, ctx } = this;
+    const scope = sum.scope;
+    const signed = g.op("Mul", [m.Z, this.signOf(m.onehot3, scope)], {}, { scope, names: [`${scope}.Z_signed`] });
+    const s = g.op("ReduceSum", [signed], { axes: [1], keepdims: 0 }, { scope, names: [`${scope}.gate_gap`] });
+    this.gateGap.set(m.Z, s);
+    for (const t of tops) {
+      const [values, idx] = t.outputs as [Value, Value];
+      const [, top] = g.addNode("TopK", [s], { ...t.attrs, largest: 1 }, { scope: t.scope, names: [`${values.name}.largest`, `${idx.name}.largest`] });
+      g.replaceAllUsesWith(idx, top!);
+    }
+    bump(ctx, "two-gate-scores");
+  }
+
+  /**
+   * shared, two gates: KL(u ‖ P_e) = −log 2 + (|d_e| + 2·log(1 + exp(−|d_e|)))/2 with
+   * d_e = Z[0, e] − Z[1, e], strictly increasing in |d_e| = |s_e|:
+   *   before  Sub(log u, LogSoftmax(Z, 1)) → Mul(·, u) → ReduceSum([1]) → TopK(largest=0)
+   *   after   Abs(s) (s of the specific rewrite, else ReduceSum(Z · [1, −1], [1])) → TopK(largest=0)
+   */
+  private sharedTwoGates(sum: Node, m: SharedScore, tops: Node[]): void {
+    const { g, ctx } = this;
+    const scope = sum.scope;
+    let d = this.gateGap.get(m.Z);
+    if (!d) {
+      const sign = g.addConstant(`${scope}.gate_sign`, { dtype: "float32", shape: [1, 2, 1], data: Float32Array.of(1, -1) });
+      const signed = g.op("Mul", [m.Z, sign], {}, { scope, names: [`${scope}.Z_signed`] });
+      d = g.op("ReduceSum", [signed], { axes: [1], keepdims: 0 }, { scope, names: [`${scope}.gate_gap`] });
+    }
+    const score = g.op("Abs", [d], {}, { scope, names: [`${scope}.gate_gap_abs`] });
+    for (const t of tops) g.setNodeInput(t, 0, score);
+    bump(ctx, "two-gate-scores");
+  }
 }
 
 export const selectClosedForm: Pass = {
@@ -202,6 +266,9 @@ export const selectClosedForm: Pass = {
   run(graph: Graph, ctx) {
     const rw = new Rewriter(graph, ctx);
     let changed = false;
+    // Specific scores first: a two-gate shared score reuses the specific one's gate gap.
+    const specifics: [Node, SpecificScore, Node[]][] = [];
+    const shareds: [Node, SharedScore, Node[]][] = [];
     for (const sum of [...graph.nodes]) {
       if (!isGateSum(sum)) continue;
       const score = sum.outputs[0]!;
@@ -213,10 +280,12 @@ export const selectClosedForm: Pass = {
         bump(ctx, `skipped: ${tops.why}`);
         continue;
       }
-      if (shared.ok) rw.shared(sum, shared.value, tops.value);
-      else if (specific!.ok) rw.specific(sum, specific!.value, tops.value);
-      changed = true;
+      if (shared.ok) shareds.push([sum, shared.value, tops.value]);
+      else if (specific!.ok) specifics.push([sum, specific!.value, tops.value]);
     }
+    for (const [sum, m, tops] of specifics) rw.specific(sum, m, tops);
+    for (const [sum, m, tops] of shareds) rw.shared(sum, m, tops);
+    changed = specifics.length + shareds.length > 0;
     if (changed) {
       eliminateDeadCode(graph);
       graph.toposort();

@@ -16,12 +16,12 @@ import { checkModel, usedExperts } from "./selection-checks.ts";
 
 const ctx = (options: PassOptions = {}): PassContext => ({ options, stats: {} });
 
-/** One level of 3 experts with AESM (1 specific + 1 shared), two scenario values, one task. */
-function tinySpec(): ModelSpec {
+/** One level of 3 experts with AESM (1 specific + 1 shared), three scenario values (G = 3), one task. */
+function tinySpec(values: string[] = ["a", "b", "c"]): ModelSpec {
   return model({
     name: "tiny_select",
     features: [{ kind: "dense", name: "x", dim: 2 }],
-    scenarios: [level("page", ["a", "b"], { dim: 1, experts: 3, expert: mlp([2]), select: aesm(1, 1) })],
+    scenarios: [level("page", values, { dim: 1, experts: 3, expert: mlp([2]), select: aesm(1, 1) })],
     tasks: [{ name: "ctr", tower: mlp([]) }],
   });
 }
@@ -57,6 +57,32 @@ describe("select-closed-form on a tiny model", () => {
     // it reuses the lowering's Zi rather than computing it again
     expect(r.graph.nodes.filter((n) => n.op === "ReduceSum" && n.outputs[0]!.name.endsWith(".Zi"))).toHaveLength(1);
     expectSameOutputs(before, runGraph(r.graph, l.feeds), INTERP_TOL, "tiny_select near-tie");
+  });
+
+  it("with two gates ranks s = Z[i] − Z[1 − i] and |s|: no softmax, log or log-sum-exp left, before and after (golden)", () => {
+    const l = lowerFixture(tinySpec(["a", "b"]), 1, 64);
+    const before = runGraph(l.graph, l.feeds);
+    for (const options of [{}, { nearTieRewrites: true }]) {
+      const g = l.graph.clone();
+      const c = ctx(options);
+      expect(selectClosedForm.run(g, c).changed).toBe(true);
+      verifyGraph(g);
+      expect(c.stats).toEqual({ "two-gate-scores": 2 });
+      const ops = g.nodes.filter((n) => n.scope === "scenario_layers.page.0.select").map((n) => n.op);
+      for (const op of ["Softmax", "LogSoftmax", "Log", "Div", "ReduceLogSumExp"]) expect(ops.filter((o) => o === op), op).toHaveLength(op === "Softmax" ? 1 : 0);
+      expect(ops.filter((o) => o === "Abs")).toHaveLength(1);
+      if (!options.nearTieRewrites) expectGolden("select-closed-form.two-gates.after.txt", printGraph(g));
+      expectSameOutputs(before, runGraph(g, l.feeds), INTERP_TOL, "tiny_select two gates");
+    }
+  });
+
+  it("with two gates picks the same experts as the reference on rows far from a tie", () => {
+    const spec = model({
+      scenarios: [level("page", ["a", "b"], { experts: 6, select: aesm(2, 2) })],
+      taskLayers: taskLayers({ experts: 5, select: aesm(1, 2) }),
+    });
+    const { stats } = checkModel(spec, 21, [selectClosedForm]);
+    expect(stats["select-closed-form/two-gate-scores"]).toBeGreaterThanOrEqual(4);
   });
 
   it("is idempotent: a second run finds nothing to rewrite", () => {
