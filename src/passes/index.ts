@@ -1,5 +1,6 @@
 // Every pass, by id. The order of each optimisation level is in pipeline.ts.
 
+import { compactLookups } from "./compact-lookups.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldBatchNorm } from "./fold-batch-norm.ts";
@@ -17,6 +18,7 @@ import { toFp16 } from "./to-fp16.ts";
 export const PASSES: Pass[] = [
   simplify,
   foldConstants,
+  compactLookups,
   cse,
   dce,
   foldBatchNorm,

@@ -19,11 +19,12 @@ export function passesForLevel(level: OptLevel): Pass[] {
     // faithful: the lowering as it is
     0: [],
     // safe clean-ups that never change a number
-    1: ["remove-noops", "fold-constants", "cse", "dce"],
+    1: ["remove-noops", "fold-constants", "compact-lookups", "cse", "dce"],
     // everything
     2: [
       "remove-noops",
       "fold-constants",
+      "compact-lookups", // embedding lookups: clamp the id onto a zero row (3 nodes, not 7)
       "cse", // first: merges the task streams' identical first-layer experts before fusion
       "fold-batch-norm", // BN into the linear before it, so the fusions see MatMul + Add + act
       "select-closed-form", // AESM KL scores from Z directly (LSE, mean); exact in real arithmetic

@@ -189,7 +189,7 @@ describe("--calibrate", () => {
     const r = await compile("-O1", "--calibrate", rowsPath);
     expect(r.code).toBe(2);
     expect(r.err).toBe(
-      "error[AESM4202]: --calibrate: calibration prunes experts in pass prune-calibrated, which this pipeline does not run (remove-noops, fold-constants, cse, dce)\n",
+      "error[AESM4202]: --calibrate: calibration prunes experts in pass prune-calibrated, which this pipeline does not run (remove-noops, fold-constants, compact-lookups, cse, dce)\n",
     );
     expect(existsSync(r.output)).toBe(false);
   });
