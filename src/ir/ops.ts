@@ -54,7 +54,7 @@ export const OP_KINDS = [
   "Transpose", // {perm}
   "Slice", // {starts, ends, axes}
   "TopK", // {k, axis, largest}: outputs (values, int64 indices); ties keep the lower index first
-  "OneHot", // {depth}: int64 indices → float32 one-hot on a new last axis
+  "OneHot", // {depth, off?, on?}: int64 indices → float32 on a new last axis: `on` (default 1) at the index, `off` (default 0) elsewhere
   // data-dependent indexing (sparse expert dispatch)
   "NonZero", // {dim}: int64 [rank, dim] coordinates of the non-zero elements; `dim` names the data-dependent count
   "ScatterND", // {reduction?: "none" | "add"} (data, int64 indices [..., k], updates): data with slices replaced or added to; index tuples must not repeat

@@ -1,5 +1,6 @@
 // Every pass, by id. The order of each optimisation level is in pipeline.ts.
 
+import { additiveMask } from "./additive-mask.ts";
 import { compactLookups } from "./compact-lookups.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
@@ -25,6 +26,7 @@ export const PASSES: Pass[] = [
   fuseExperts,
   fuseGates,
   selectClosedForm,
+  additiveMask,
   pruneStatic,
   pruneCalibrated,
   sparseDispatch,

@@ -28,6 +28,7 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "cse", // first: merges the task streams' identical first-layer experts before fusion
       "fold-batch-norm", // BN into the linear before it, so the fusions see MatMul + Add + act
       "select-closed-form", // AESM KL scores from Z directly (LSE, mean); exact in real arithmetic
+      "additive-mask", // masked softmax as Softmax(Zi + mask), the mask from one OneHot
       "prune-static", // drop selections of every expert; remove experts no row can select
       "prune-calibrated", // opt-in: remove experts calibration never selected (PassOptions.prunedExperts)
       "sparse-dispatch", // before fuse-experts: a layer dispatched sparsely no longer looks like a dense mixture

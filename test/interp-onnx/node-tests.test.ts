@@ -74,7 +74,6 @@ const UNSUPPORTED: Record<string, Unsupported> = {
   test_slice_neg_steps: { reason: "steps ≠ 1 (IR Slice has unit steps)", fails: "AESM3004" },
   // The IR's OneHot writes float32 0/1 on a new last axis; the two axis = −1 cases also run
   // below with their outputs mapped back to 0/1 ("OneHot, adapted").
-  test_onehot_negative_indices: { reason: "values [1, 3] (IR OneHot writes 0/1)", fails: "AESM3004" },
   test_onehot_without_axis: { reason: "int32 values [2, 5] (IR OneHot writes float32 0/1)", fails: "AESM3004" },
   test_onehot_with_axis: { reason: "axis = 1 (IR OneHot adds the last axis)", fails: "AESM3004" },
   test_onehot_with_negative_axis: { reason: "axis = −2 (IR OneHot adds the last axis)", fails: "AESM3004" },
@@ -156,11 +155,11 @@ describe("ONNX node tests on the interpreter", () => {
     expect(runnable.length).toBeGreaterThanOrEqual(200);
   });
 
-  it("exercises every IR op but Gelu and OneHot (adapted below) through some case", () => {
+  it("exercises every IR op but Gelu through some case", () => {
     if (!hasData) return;
     const seen = new Set<OpKind>();
     for (const c of runnable) for (const n of loadCase(c).graph.nodes) seen.add(n.op);
-    expect(OP_KINDS.filter((op) => !seen.has(op))).toEqual(["Gelu", "OneHot"]);
+    expect(OP_KINDS.filter((op) => !seen.has(op))).toEqual(["Gelu"]);
   });
 
   it.each(runnable)("%s", (name) => {
@@ -187,9 +186,9 @@ describe("ONNX node tests on the interpreter", () => {
     }
   });
 
-  // IR OneHot is ONNX OneHot with values [0, 1] and axis −1. The cases with axis −1 use
-  // other values; y = off + (on − off)·onehot maps their outputs back to the IR's 0/1.
-  it.each(["test_onehot_negative_indices", "test_onehot_without_axis"])("OneHot, adapted: %s", (name) => {
+  // IR OneHot is ONNX OneHot with float32 values and axis −1. test_onehot_without_axis has
+  // int32 values; y = off + (on − off)·onehot maps its output back to the IR's 0/1.
+  it.each(["test_onehot_without_axis"])("OneHot, adapted: %s", (name) => {
     if (!hasData) return;
     const data = join(ROOT, name, "test_data_set_0");
     const indices = readPb(join(data, "input_0.pb"));

@@ -944,16 +944,20 @@ const topKKernel: Kernel = ([a], attrs) => {
 
 /**
  * OneHot on a new last axis of size `depth`, float32: index v in [−depth, depth) sets
- * position v (mod depth) to 1; any other index gives an all-zero row (ONNX's rule).
+ * position v (mod depth) to `on` (default 1), every other position is `off` (default 0); any
+ * other index gives a row of `off` (ONNX's rule).
  */
 const oneHotKernel: Kernel = ([a], attrs) => {
   const I = requireIndices(a!, "OneHot");
   const depth = attrInt(attrs, "depth");
+  const off = Math.fround(attrs["off"] === undefined ? 0 : Number(attrs["off"]));
+  const on = Math.fround(attrs["on"] === undefined ? 1 : Number(attrs["on"]));
   const n = I.length;
   const out = new Float32Array(n * depth);
+  if (off !== 0) out.fill(off);
   for (let i = 0; i < n; i++) {
     const v = readIndex(I, i);
-    if (v >= -depth && v < depth) out[i * depth + (v < 0 ? v + depth : v)] = 1;
+    if (v >= -depth && v < depth) out[i * depth + (v < 0 ? v + depth : v)] = on;
   }
   return [{ dtype: "float32", shape: [...a!.shape, depth], data: out }];
 };

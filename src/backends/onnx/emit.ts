@@ -272,8 +272,10 @@ const EMIT: Record<OpKind, OpEmitter> = {
   OneHot: (e, n, ins, outs) => {
     const y = outs[0]!;
     const depth = e.constant(`${y}_depth`, int64s([attrInt(n.attrs, "depth")], []));
-    const values = e.constant(`${y}_values`, { dtype: "float32", shape: [2], data: new Float32Array([0, 1]) });
-    plainAttrsExcept(n, ["depth"]);
+    const off = n.attrs["off"] === undefined ? 0 : Number(n.attrs["off"]);
+    const on = n.attrs["on"] === undefined ? 1 : Number(n.attrs["on"]);
+    const values = e.constant(`${y}_values`, { dtype: "float32", shape: [2], data: new Float32Array([off, on]) });
+    plainAttrsExcept(n, ["depth", "off", "on"]);
     // axis stays at its default (-1): the IR puts the one-hot axis last.
     e.node("OneHot", [ins[0]!, depth, values], outs, [], n.scope);
   },

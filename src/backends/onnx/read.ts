@@ -489,12 +489,13 @@ const READERS: Readonly<Record<string, OpReader>> = {
     const rank = x.type.shape.length;
     if (axis !== undefined && axis !== -1 && axis !== rank)
       throw n.unsupported(`axis=${axis} (the IR puts the one-hot axis last)`);
-    if (!values || values.dtype !== "float32" || values.data[0] !== 0 || values.data[1] !== 1)
+    if (!values || values.dtype !== "float32" || values.data.length !== 2)
       throw n.unsupported(
-        `values ${values ? `${values.dtype} [${Array.from(values.data as ArrayLike<number>).join(", ")}]` : "?"} (the IR's OneHot writes float32 0/1)`,
+        `values ${values ? `${values.dtype} [${Array.from(values.data as ArrayLike<number>).join(", ")}]` : "?"} (the IR's OneHot writes float32 values)`,
       );
     if (x.type.dtype !== "int64") throw n.unsupported(`indices of dtype ${x.type.dtype} (the IR's OneHot takes int64)`);
-    n.finish("OneHot", [x], { depth: Math.trunc(depth) });
+    const [off, on] = [Number(values.data[0]), Number(values.data[1])];
+    n.finish("OneHot", [x], { depth: Math.trunc(depth), ...(off !== 0 ? { off } : {}), ...(on !== 1 ? { on } : {}) });
   },
   NonZero: (n) => {
     const x = n.input(0);
