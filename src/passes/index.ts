@@ -11,6 +11,7 @@ import { fuseGates } from "./fuse-gates.ts";
 import type { Pass } from "./pass.ts";
 import { pruneCalibrated } from "./prune-calibrated.ts";
 import { pruneStatic } from "./prune-static.ts";
+import { rowConstants } from "./row-constants.ts";
 import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
@@ -30,6 +31,7 @@ export const PASSES: Pass[] = [
   pruneStatic,
   pruneCalibrated,
   sparseDispatch,
+  rowConstants,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

@@ -28,11 +28,12 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "cse", // first: merges the task streams' identical first-layer experts before fusion
       "fold-batch-norm", // BN into the linear before it, so the fusions see MatMul + Add + act
       "select-closed-form", // AESM KL scores from Z directly (LSE, mean); exact in real arithmetic
-      "additive-mask", // masked softmax as Softmax(Zi + mask), the mask from one OneHot
       "prune-static", // drop selections of every expert; remove experts no row can select
       "prune-calibrated", // opt-in: remove experts calibration never selected (PassOptions.prunedExperts)
       "sparse-dispatch", // before fuse-experts: a layer dispatched sparsely no longer looks like a dense mixture
+      "additive-mask", // after prune-static (which reads the Where mask): Softmax(Zi + mask), the mask from one OneHot
       "fuse-gates", // a layer's G gates → one MatMul producing Z [B, G, E]
+      "row-constants", // after fuse-gates (one gate MatMul per stream to split): task index, embedding, one-hots folded
       "fuse-experts", // a layer's E experts → one wide MatMul; mixture → one batched MatMul; task streams stacked
       "cse", // the fused task-layer gates share constants and inputs
       "dce",
