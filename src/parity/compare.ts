@@ -157,15 +157,61 @@ export function float32Limited(reference: number, float32: number, tolerance: To
 export const EXCUSED_NEAR_TIE = 1;
 export const EXCUSED_FLOAT32 = 2;
 
-/** Stats of `values[0..n)`; sorts that prefix in place. */
+/**
+ * Reorder v[lo..hi] so that v[k] holds the value an ascending sort would put there, with no
+ * larger value before it and no smaller one after (quickselect, Hoare partition around a
+ * median of three; no NaN in v). Equal values split evenly, so runs of zeros stay linear; a
+ * range that does not shrink fast enough is sorted instead.
+ */
+export function selectKth(v: Float64Array, lo: number, hi: number, k: number): void {
+  let partitions = 2 * Math.ceil(Math.log2(hi - lo + 2)) + 8;
+  while (hi > lo) {
+    if (partitions-- === 0) {
+      v.subarray(lo, hi + 1).sort();
+      return;
+    }
+    const a = v[lo]!;
+    const b = v[lo + ((hi - lo) >> 1)]!;
+    const c = v[hi]!;
+    const pivot = a < b ? (b < c ? b : a < c ? c : a) : a < c ? a : b < c ? c : b;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (v[i]! < pivot) i++;
+      while (v[j]! > pivot) j--;
+      if (i <= j) {
+        const t = v[i]!;
+        v[i++] = v[j]!;
+        v[j--] = t;
+      }
+    }
+    // v[lo..j] ≤ pivot, v[j+1..i-1] = pivot, v[i..hi] ≥ pivot
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return;
+  }
+}
+
+/**
+ * Stats of `values[0..n)` (no NaN); reorders that prefix in place. Median and p99 are the
+ * nearest-rank values of a full sort, found by selection; the mean sums in index order.
+ */
 export function errorStats(values: Float64Array, n: number): ErrorStats {
   if (n === 0) return { max: 0, mean: 0, median: 0, p99: 0 };
   const v = values.subarray(0, n);
   let sum = 0;
-  for (let i = 0; i < n; i++) sum += v[i]!;
-  v.sort();
-  const rank = (q: number) => v[Math.max(0, Math.ceil(q * n) - 1)]!;
-  return { max: v[n - 1]!, mean: sum / n, median: rank(0.5), p99: rank(0.99) };
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const x = v[i]!;
+    sum += x;
+    if (x > max) max = x;
+  }
+  const rank = (q: number) => Math.max(0, Math.ceil(q * n) - 1);
+  const p99 = rank(0.99);
+  const median = rank(0.5);
+  selectKth(v, 0, n - 1, p99);
+  selectKth(v, 0, p99, median); // v[0..p99] now holds the p99 + 1 smallest values
+  return { max, mean: sum / n, median: v[median]!, p99: v[p99]! };
 }
 
 export interface CompareOutputInput {
@@ -184,50 +230,51 @@ export interface CompareOutputInput {
 export function compareOutput(input: CompareOutputInput): OutputMetrics {
   const { name, reference: ref, candidate: got, tolerance, excused } = input;
   const { atol, rtol } = tolerance;
-  const keep = input.worst ?? 5;
+  const keep = Math.max(0, input.worst ?? 5);
   const n = Math.min(ref.length, got.length);
+  // judged elements with both sides finite, packed in row order; every other row listed apart
   const absV = new Float64Array(n);
   const relV = new Float64Array(n);
   const ulpV = new Float64Array(n);
-  const histogram = new Array<number>(HISTOGRAM_BUCKETS.length).fill(0);
-  let k = 0; // judged finite elements
-  let checked = 0;
-  let failures = 0;
-  let nan = 0;
-  let inf = 0;
+  const rowOf = new Int32Array(n);
+  const others = new Int32Array(n);
+  const k = packErrors(ref, got, n, excused ?? null, absV, relV, ulpV, rowOf, others);
+  const buckets = new Float64Array(HISTOGRAM_BUCKETS.length);
+  countBuckets(absV, k, buckets);
+  const histogram = Array.from(buckets);
+  let failures = countBeyond(absV, relV, k, atol, rtol);
+  // an element passes at atol' ≥ abs (when rel > rtol) or at rtol' ≥ rel (when abs > atol)
+  let minAtol = maxWhereOtherExceeds(absV, relV, k, rtol);
+  let minRtol = maxWhereOtherExceeds(relV, absV, k, atol);
+  const nan = countNaN(got, n);
+  const inf = countInfinite(got, n);
+  let checked = k;
   let nonFiniteMismatches = 0;
-  let minAtol = 0;
-  let minRtol = 0;
   const excusedStats = { rows: 0, nearTieRows: 0, float32Rows: 0, failures: 0, maxAbs: 0 };
-  const excuse = (why: number) => {
-    excusedStats.rows++;
-    if (why === EXCUSED_NEAR_TIE) excusedStats.nearTieRows++;
-    else excusedStats.float32Rows++;
-  };
+  // worst rows: the largest errors, earlier rows first among equal ones; non-finite mismatches count as ∞
   const worst: WorstRow[] = [];
-
-  /** Keep the `keep` largest by abs (non-finite mismatches carry abs = Infinity). */
-  const consider = (w: WorstRow) => {
-    if (keep <= 0) return;
-    if (worst.length === keep && !(w.abs > worst[keep - 1]!.abs)) return;
-    let i = worst.length;
-    while (i > 0 && w.abs > worst[i - 1]!.abs) i--;
-    worst.splice(i, 0, w);
-    if (worst.length > keep) worst.pop();
-  };
-
-  for (let r = 0; r < n; r++) {
+  const top = new Int32Array(keep);
+  const topCount = largestFirst(absV, k, top);
+  for (let j = 0; j < topCount; j++) {
+    const i = top[j]!;
+    const r = rowOf[i]!;
+    worst.push({ row: r, reference: ref[r]!, candidate: got[r]!, abs: absV[i]!, rel: relV[i]!, ulp: ulpV[i]! });
+  }
+  let infiniteWorst = 0;
+  for (let j = 0; j < n - k; j++) {
+    const r = others[j]!;
     const a = ref[r]!;
     const b = got[r]!;
-    if (Number.isNaN(b)) nan++;
-    else if (!Number.isFinite(b)) inf++;
     const why = excused ? excused[r]! : 0;
-    const isExcused = why !== 0;
+    if (why !== 0) {
+      excusedStats.rows++;
+      if (why === EXCUSED_NEAR_TIE) excusedStats.nearTieRows++;
+      else excusedStats.float32Rows++;
+    }
     if (!Number.isFinite(a) || !Number.isFinite(b)) {
       // the same NaN or the same infinity on both sides is agreement
       const same = (Number.isNaN(a) && Number.isNaN(b)) || a === b;
-      if (isExcused) {
-        excuse(why);
+      if (why !== 0) {
         if (!same) {
           excusedStats.failures++;
           excusedStats.maxAbs = Infinity;
@@ -240,33 +287,17 @@ export function compareOutput(input: CompareOutputInput): OutputMetrics {
         failures++;
         minAtol = Infinity;
         minRtol = Infinity;
-        consider({ row: r, reference: a, candidate: b, abs: Infinity, rel: Infinity, ulp: Infinity });
+        if (infiniteWorst++ < keep) worst.push({ row: r, reference: a, candidate: b, abs: Infinity, rel: Infinity, ulp: Infinity });
       }
       continue;
     }
+    // an excused row with both sides finite
     const abs = Math.abs(a - b);
-    const rel = relativeError(a, abs);
-    const fails = abs > atol && rel > rtol;
-    if (isExcused) {
-      excuse(why);
-      if (fails) excusedStats.failures++;
-      if (abs > excusedStats.maxAbs) excusedStats.maxAbs = abs;
-      continue;
-    }
-    checked++;
-    const ulp = ulpDistance(a, b);
-    absV[k] = abs;
-    relV[k] = rel;
-    ulpV[k] = ulp;
-    k++;
-    histogram[histogramBucket(abs)]!++;
-    if (fails) failures++;
-    // this element passes at atol' ≥ abs (when rel > rtol) or at rtol' ≥ rel (when abs > atol)
-    if (rel > rtol && abs > minAtol) minAtol = abs;
-    if (abs > atol && rel > minRtol) minRtol = rel;
-    if (keep > 0 && (worst.length < keep || abs > worst[worst.length - 1]!.abs))
-      consider({ row: r, reference: a, candidate: b, abs, rel, ulp });
+    if (abs > atol && relativeError(a, abs) > rtol) excusedStats.failures++;
+    if (abs > excusedStats.maxAbs) excusedStats.maxAbs = abs;
   }
+  worst.sort((x, y) => y.abs - x.abs || x.row - y.row);
+  worst.length = Math.min(worst.length, keep);
   // a length mismatch is a failure of every missing element
   const missing = Math.abs(ref.length - got.length);
   failures += missing;
@@ -289,6 +320,94 @@ export function compareOutput(input: CompareOutputInput): OutputMetrics {
     excused: excusedStats,
     worst,
   };
+}
+
+// The kernels of compareOutput: one plain loop each, so that each is compiled whole and early.
+
+/**
+ * Absolute, relative and ULP errors of the judged elements with both sides finite, packed in
+ * row order (rowOf: their rows); the rows left (excused, or a side not finite) go to `others`.
+ * Returns how many were packed.
+ */
+function packErrors(
+  ref: ArrayLike<number>,
+  got: ArrayLike<number>,
+  n: number,
+  excused: Uint8Array | null,
+  absV: Float64Array,
+  relV: Float64Array,
+  ulpV: Float64Array,
+  rowOf: Int32Array,
+  others: Int32Array,
+): number {
+  let k = 0;
+  let m = 0;
+  for (let r = 0; r < n; r++) {
+    const a = ref[r]!;
+    const b = got[r]!;
+    if ((excused !== null && excused[r] !== 0) || !Number.isFinite(a) || !Number.isFinite(b)) {
+      others[m++] = r;
+      continue;
+    }
+    const abs = Math.abs(a - b);
+    absV[k] = abs;
+    relV[k] = relativeError(a, abs);
+    ulpV[k] = ulpDistance(a, b);
+    rowOf[k] = r;
+    k++;
+  }
+  return k;
+}
+
+function countBuckets(absV: Float64Array, k: number, buckets: Float64Array): void {
+  for (let i = 0; i < k; i++) buckets[histogramBucket(absV[i]!)]!++;
+}
+
+/** Elements whose absolute AND relative errors exceed tolerance. */
+function countBeyond(absV: Float64Array, relV: Float64Array, k: number, atol: number, rtol: number): number {
+  let c = 0;
+  for (let i = 0; i < k; i++) if (absV[i]! > atol && relV[i]! > rtol) c++;
+  return c;
+}
+
+/** max of v[i] over the elements whose `other[i]` exceeds `limit` (0 when none). */
+function maxWhereOtherExceeds(v: Float64Array, other: Float64Array, k: number, limit: number): number {
+  let max = 0;
+  for (let i = 0; i < k; i++) if (other[i]! > limit && v[i]! > max) max = v[i]!;
+  return max;
+}
+
+function countNaN(x: ArrayLike<number>, n: number): number {
+  let c = 0;
+  for (let i = 0; i < n; i++) if (x[i] !== x[i]) c++;
+  return c;
+}
+
+function countInfinite(x: ArrayLike<number>, n: number): number {
+  let c = 0;
+  for (let i = 0; i < n; i++) if (x[i] === Infinity || x[i] === -Infinity) c++;
+  return c;
+}
+
+/**
+ * Indices of the `top.length` largest v[0..k), largest first, the lower index first among
+ * equal values; returns how many (fewer when k is smaller).
+ */
+function largestFirst(v: Float64Array, k: number, top: Int32Array): number {
+  const keep = top.length;
+  if (keep === 0) return 0;
+  let count = 0;
+  for (let i = 0; i < k; i++) {
+    const x = v[i]!;
+    if (count === keep && !(x > v[top[keep - 1]!]!)) continue;
+    let j = count < keep ? count++ : keep - 1;
+    while (j > 0 && x > v[top[j - 1]!]!) {
+      top[j] = top[j - 1]!;
+      j--;
+    }
+    top[j] = i;
+  }
+  return count;
 }
 
 /**
@@ -389,6 +508,8 @@ export interface CompareSelectionInput {
   upstream?: Uint8Array;
   /** How many examples of each kind to keep (default 3). */
   examples?: number;
+  /** selectionDiff of these weights, when already computed (it does not depend on the evidence). */
+  diff?: SelectionDiff;
 }
 
 /** Per row: 0 same selection, 1 differs on a near-tie, 2 differs with a clear margin, 3 differs where float32 differs too. */
@@ -397,16 +518,127 @@ export const NEAR_TIE_FLIP = 1;
 export const DISAGREEMENT = 2;
 export const FLOAT32_FLIP = 3;
 
+/**
+ * What a baseline and a candidate selection differ in, before any differing row is classified:
+ * per row 1 where the selected sets differ (see WEIGHT_NEGLIGIBLE; a NaN weight on either side
+ * never agrees), the rows that agree, and the largest |w_candidate − w_baseline| among them.
+ * It depends on the two sides only, so a comparison judged again with new float32 evidence
+ * reuses it.
+ */
+export interface SelectionDiff {
+  rows: number;
+  experts: number;
+  setsDiffer: Uint8Array;
+  agree: number;
+  maxWeightError: number;
+}
+
+/** A comparison as 0 or 1 for bitwise arithmetic (JS coerces true to 1): no branch in a hot loop. */
+const bit = (b: boolean): number => b as unknown as number;
+
+export function selectionDiff(
+  baselineWeights: ArrayLike<number>,
+  baselineSelected: Uint8Array | undefined,
+  candidateWeights: ArrayLike<number>,
+  rows: number,
+  experts: number,
+): SelectionDiff {
+  const setsDiffer = new Uint8Array(rows);
+  const weightError = new Float64Array(rows);
+  screenSelections(baselineWeights, baselineSelected ?? null, candidateWeights, rows, experts, setsDiffer, weightError);
+  const flagged = new Int32Array(rows);
+  const m = rowsWhere(setsDiffer, rows, flagged);
+  for (let j = 0; j < m; j++) {
+    const r = flagged[j]!;
+    const werr = exactRowDiff(baselineWeights, baselineSelected ?? null, candidateWeights, r * experts, experts);
+    if (werr === werr) {
+      setsDiffer[r] = 0;
+      weightError[r] = werr;
+    }
+  }
+  return { rows, experts, setsDiffer, agree: rows - countNonZero(setsDiffer, rows), maxWeightError: maxWhereZero(weightError, setsDiffer, rows) };
+}
+
+/**
+ * Per row, without data-dependent branches: the largest |w_c − w_b| and whether the row needs
+ * the exact rule (setsDiffer 1). An unselected baseline weight is masked by a product (a
+ * non-finite one gives NaN, which flags the row); a row whose sides have zeros in the same
+ * places and no NaN difference has the same selected sets.
+ */
+function screenSelections(
+  bw: ArrayLike<number>,
+  bs: Uint8Array | null,
+  cw: ArrayLike<number>,
+  rows: number,
+  E: number,
+  flag: Uint8Array,
+  weightError: Float64Array,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * E;
+    let screen = 0;
+    let werr = 0;
+    for (let e = 0; e < E; e++) {
+      const wb = bs === null ? bw[o + e]! : bw[o + e]! * bs[o + e]!;
+      const wc = cw[o + e]!;
+      const d = Math.abs(wc - wb);
+      werr = d > werr ? d : werr;
+      screen |= (bit(wb === 0) ^ bit(wc === 0)) | bit(d !== d);
+    }
+    flag[r] = screen;
+    weightError[r] = werr;
+  }
+}
+
+/** The exact rule on one row (from offset o): its largest |w_c − w_b| when the sets are the same, else NaN. */
+function exactRowDiff(bw: ArrayLike<number>, bs: Uint8Array | null, cw: ArrayLike<number>, o: number, E: number): number {
+  let werr = 0;
+  let same = true;
+  for (let e = 0; e < E; e++) {
+    const wb = bs === null || bs[o + e] === 1 ? bw[o + e]! : 0;
+    const wc = cw[o + e]!;
+    const d = wc - wb;
+    if (d !== d) return NaN; // a NaN weight on either side is never agreement
+    const ad = d < 0 ? -d : d;
+    if (ad > werr) werr = ad;
+    if ((wb === 0 && wc >= WEIGHT_NEGLIGIBLE) || (wc === 0 && wb >= WEIGHT_NEGLIGIBLE)) same = false;
+  }
+  return same ? werr : NaN;
+}
+
+/** The indices r < n with flags[r] ≠ 0, ascending, into `out`; returns how many. */
+function rowsWhere(flags: Uint8Array, n: number, out: Int32Array): number {
+  let m = 0;
+  for (let r = 0; r < n; r++) if (flags[r] !== 0) out[m++] = r;
+  return m;
+}
+
+function countNonZero(flags: Uint8Array, n: number): number {
+  let c = 0;
+  for (let r = 0; r < n; r++) if (flags[r] !== 0) c++;
+  return c;
+}
+
+function maxWhereZero(v: Float64Array, flags: Uint8Array, n: number): number {
+  let max = 0;
+  for (let r = 0; r < n; r++) if (flags[r] === 0 && v[r]! > max) max = v[r]!;
+  return max;
+}
+
+function countBelow(x: ArrayLike<number>, n: number, limit: number): number {
+  let c = 0;
+  for (let r = 0; r < n; r++) if (x[r]! < limit) c++;
+  return c;
+}
+
 export function compareSelection(input: CompareSelectionInput): SelectionMetrics & { differs: Uint8Array } {
   const { layer, experts: E, rows, baselineWeights: bw, baselineSelected: bs, candidateWeights: cw, margin, nearTie, float32Differs, upstream } = input;
   const keep = input.examples ?? 3;
+  const diff = input.diff ?? selectionDiff(bw, bs, cw, rows, E);
   const differs = new Uint8Array(rows);
-  let agree = 0;
   let nearTies = 0;
   let disagree = 0;
   let unstable = 0;
-  let nearTieRows = 0;
-  let maxWeightError = 0;
   const real: SelectionExample[] = [];
   const ties: SelectionExample[] = [];
   const unstableExamples: SelectionExample[] = [];
@@ -415,31 +647,11 @@ export function compareSelection(input: CompareSelectionInput): SelectionMetrics
     for (let e = 0; e < E; e++) if (sel(e)) out.push(e);
     return out;
   };
-  for (let r = 0; r < rows; r++) {
+  const differing = new Int32Array(rows);
+  const m = rowsWhere(diff.setsDiffer, rows, differing);
+  for (let j = 0; j < m; j++) {
+    const r = differing[j]!;
     const o = r * E;
-    const isTie = margin[r]! < nearTie;
-    if (isTie) nearTieRows++;
-    let same = true;
-    let werr = 0;
-    for (let e = 0; e < E; e++) {
-      const wb = bs === undefined || bs[o + e] === 1 ? bw[o + e]! : 0;
-      const wc = cw[o + e]!;
-      const d = wc - wb;
-      if (d !== d) {
-        // a NaN weight on either side is never agreement
-        same = false;
-        werr = Infinity;
-        continue;
-      }
-      const ad = d < 0 ? -d : d;
-      if (ad > werr) werr = ad;
-      if ((wb === 0 && wc >= WEIGHT_NEGLIGIBLE) || (wc === 0 && wb >= WEIGHT_NEGLIGIBLE)) same = false;
-    }
-    if (same) {
-      agree++;
-      if (werr > maxWeightError) maxWeightError = werr;
-      continue;
-    }
     const example = (kind: SelectionExample["kind"]): SelectionExample => ({
       row: r,
       kind,
@@ -448,7 +660,7 @@ export function compareSelection(input: CompareSelectionInput): SelectionMetrics
       candidate: setOf((e) => cw[o + e]! > 0),
     });
     const inherited = upstream ? upstream[r]! : SAME;
-    if (isTie || inherited === NEAR_TIE_FLIP) {
+    if (margin[r]! < nearTie || inherited === NEAR_TIE_FLIP) {
       nearTies++;
       differs[r] = NEAR_TIE_FLIP;
       if (ties.length < keep) ties.push(example("near-tie"));
@@ -466,13 +678,13 @@ export function compareSelection(input: CompareSelectionInput): SelectionMetrics
     layer,
     experts: E,
     rows,
-    agree,
-    agreeFraction: rows ? agree / rows : 1,
+    agree: diff.agree,
+    agreeFraction: rows ? diff.agree / rows : 1,
     nearTies,
     float32Unstable: unstable,
     disagree,
-    nearTieRows,
-    maxWeightError,
+    nearTieRows: countBelow(margin, rows, nearTie),
+    maxWeightError: diff.maxWeightError,
     examples: [...real, ...ties, ...unstableExamples],
     differs,
   };

@@ -14,12 +14,14 @@ import {
   FLOAT32_FLIP,
   NEAR_TIE_FLIP,
   type OutputMetrics,
+  type SelectionDiff,
   type SelectionMetrics,
   compareOutput,
   compareSelection,
   exceedsTolerance,
   float32Limited,
   rmseCheck,
+  selectionDiff,
 } from "./compare.ts";
 import { headBatch, scenarioCoverage, scenarioOfRow, sliceBatch } from "./inputs.ts";
 import { type ProgressSink, silentProgress } from "./progress.ts";
@@ -321,9 +323,9 @@ function suspectRows(
       const a = ref.outputs[t.name]!;
       const b = run.values[t.name]!;
       const tol = tolerances[t.name]!;
-      for (let r = 0; r < rows; r++) if (exceedsTolerance(a[r]!, b[r]!, tol)) mark[r] = 1;
+      markBeyondTolerance(a, b, tol, rows, mark);
     }
-  for (const layers of flips) for (const d of layers.values()) for (let r = 0; r < rows; r++) if (d[r] === DISAGREEMENT) mark[r] = 1;
+  for (const layers of flips) for (const d of layers.values()) markWhere(d, DISAGREEMENT, rows, mark);
   const out: number[] = [];
   for (let r = 0; r < rows; r++) if (mark[r] && !ev.known[r]) out.push(r);
   return out;
@@ -336,30 +338,93 @@ interface CompareContext {
   evidence: Float32Evidence;
   /** Rows [0, rows) with a float32 reference evaluation for the RMSE check; null when off. */
   rmse: { rows: number; multiplier: number } | null;
+  /**
+   * selectionDiff by "<baseline> ↔ <candidate> <layer>": it depends on the two sides only, so
+   * judging a comparison again after the float32 arbitration reuses it.
+   */
+  diffs: Map<string, SelectionDiff>;
+}
+
+// The row loops of the comparisons, each in a small function of its own: compiled whole and
+// early, they run at full speed from the first of the few calls a parity run makes.
+
+/** mark[r] = 1 where b[r] fails the tolerance against a[r]. */
+function markBeyondTolerance(a: Float64Array, b: Float32Array, tol: Tolerance, rows: number, mark: Uint8Array): void {
+  for (let r = 0; r < rows; r++) if (exceedsTolerance(a[r]!, b[r]!, tol)) mark[r] = 1;
+}
+
+/** mark[r] = 1 where src[r] = value. */
+function markWhere(src: Uint8Array, value: number, rows: number, mark: Uint8Array): void {
+  for (let r = 0; r < rows; r++) if (src[r] === value) mark[r] = 1;
+}
+
+/** Rows this layer flipped on a near-tie or where float32 flips, unless an upstream layer already did. */
+function inheritFlips(differs: Uint8Array, rows: number, upstream: Uint8Array): void {
+  for (let r = 0; r < rows; r++) {
+    const d = differs[r]!;
+    if ((d === NEAR_TIE_FLIP || d === FLOAT32_FLIP) && upstream[r] === 0) upstream[r] = d;
+  }
+}
+
+/** Excuse the rows a feeding layer flipped on a near-tie (first) or where float32 flips too. */
+function excuseFlips(differs: Uint8Array, rows: number, excused: Uint8Array): void {
+  for (let r = 0; r < rows; r++) {
+    const d = differs[r]!;
+    if (d === NEAR_TIE_FLIP) excused[r] = EXCUSED_NEAR_TIE;
+    else if (d === FLOAT32_FLIP && excused[r] === 0) excused[r] = EXCUSED_FLOAT32;
+  }
+}
+
+/** Where a layer's selection is not visible: excuse its near-tie rows. */
+function excuseNearTies(margin: Float64Array, nearTie: number, rows: number, excused: Uint8Array): void {
+  for (let r = 0; r < rows; r++) if (margin[r]! < nearTie) excused[r] = EXCUSED_NEAR_TIE;
+}
+
+/** Excuse the failing elements that are float32-limited, among rows the float32 reference evaluated. */
+function excuseFloat32Limited(
+  ref: Float64Array,
+  got: Float32Array,
+  f32: Float64Array,
+  known: Uint8Array,
+  tol: Tolerance,
+  rows: number,
+  excused: Uint8Array,
+): void {
+  for (let r = 0; r < rows; r++)
+    if (excused[r] === 0 && known[r] === 1 && exceedsTolerance(ref[r]!, got[r]!, tol) && float32Limited(ref[r]!, f32[r]!, tol))
+      excused[r] = EXCUSED_FLOAT32;
+}
+
+/** The RMSE check leaves out near-tie rows and rows where float32 selects differently. */
+function excludeFromRmse(margin: Float64Array, nearTie: number, float32Differs: Uint8Array, rows: number, exclude: Uint8Array): void {
+  for (let r = 0; r < rows; r++) if (margin[r]! < nearTie || float32Differs[r] !== 0) exclude[r] = 1;
+}
+
+interface SelectionComparison {
+  selections: SelectionMetrics[];
+  unavailable: string[];
+  /** Per layer, how each row's selection differs (compareSelection's `differs`). */
+  flips: Map<string, Uint8Array>;
 }
 
 /**
- * Compare `candidate` with `baseline` (the reference, when `baselineRun` is null). Per output,
- * rows are excused (reported apart, not judged) when a layer feeding it flipped on a near-tie,
- * or flipped where the float32 reference flips too, or (against the reference) when the element
- * fails and is float32-limited (the float32 reference strays beyond a tenth of the tolerance
- * there: float32Limited); where a layer's selection is not visible, its near-tie rows are
- * excused, since a flip there cannot be seen.
+ * The expert layers of `candidate` against `baseline` (the reference, when `baselineRun` is
+ * null), in order, each knowing which rows already flipped upstream for an excusable reason.
  */
-function compareRuns(
+function compareSelections(
   spec: ModelSpec,
   batch: InputBatch,
-  ref: { outputs: Record<string, Float64Array>; layers: LayerTrace[] },
+  ref: { layers: LayerTrace[] },
   baselineRun: RunOutputs | null,
   candidate: RunOutputs,
-  kind: Comparison["kind"],
   ctx: CompareContext,
-): { comparison: Comparison; flips: Map<string, Uint8Array> } {
+): SelectionComparison {
   const rows = batch.rows;
   const ev = ctx.evidence;
   const selections: SelectionMetrics[] = [];
   const unavailable: string[] = [];
   const flips = new Map<string, Uint8Array>();
+  const baselineId = baselineRun ? baselineRun.info.id : "reference";
   // rows that flipped for an excusable reason upstream: the scenario stream, then one per task stream
   const scenarioUpstream = new Uint8Array(rows);
   const taskUpstream = new Map(spec.tasks.map((t) => [t.name, null as Uint8Array | null]));
@@ -379,23 +444,51 @@ function compareRuns(
       unavailable.push(trace.path);
       continue;
     }
+    const key = `${baselineId} ↔ ${candidate.info.id} ${trace.path}`;
+    const bs = baselineRun ? undefined : trace.selected;
+    let diff = ctx.diffs.get(key);
+    if (!diff) ctx.diffs.set(key, (diff = selectionDiff(bw, bs, cw, rows, trace.experts)));
     const { differs, ...metrics } = compareSelection({
       upstream: upstream.slice(),
       layer: trace.path,
       experts: trace.experts,
       rows,
       baselineWeights: bw,
-      ...(baselineRun ? {} : { baselineSelected: trace.selected }),
+      ...(bs ? { baselineSelected: bs } : {}),
       candidateWeights: cw,
       margin: trace.margin,
       nearTie: ctx.nearTie,
       float32Differs: ev.selectionDiffers.get(trace.path)!,
+      diff,
     });
     for (const ex of metrics.examples) ex.scenario = scenarioOfRow(spec, batch, ex.row);
     selections.push(metrics);
     flips.set(trace.path, differs);
-    for (let r = 0; r < rows; r++) if ((differs[r] === NEAR_TIE_FLIP || differs[r] === FLOAT32_FLIP) && !upstream[r]) upstream[r] = differs[r]!;
+    inheritFlips(differs, rows, upstream);
   }
+  return { selections, unavailable, flips };
+}
+
+/**
+ * Compare `candidate` with `baseline` (the reference, when `baselineRun` is null). Per output,
+ * rows are excused (reported apart, not judged) when a layer feeding it flipped on a near-tie,
+ * or flipped where the float32 reference flips too, or (against the reference) when the element
+ * fails and is float32-limited (the float32 reference strays beyond a tenth of the tolerance
+ * there: float32Limited); where a layer's selection is not visible, its near-tie rows are
+ * excused, since a flip there cannot be seen.
+ */
+function compareRuns(
+  spec: ModelSpec,
+  batch: InputBatch,
+  ref: { outputs: Record<string, Float64Array>; layers: LayerTrace[] },
+  baselineRun: RunOutputs | null,
+  candidate: RunOutputs,
+  kind: Comparison["kind"],
+  ctx: CompareContext,
+): Comparison {
+  const rows = batch.rows;
+  const ev = ctx.evidence;
+  const { selections, unavailable, flips } = compareSelections(spec, batch, ref, baselineRun, candidate, ctx);
 
   const outputs = spec.tasks.map((t) => {
     const tol = ctx.tolerances[t.name]!;
@@ -405,18 +498,10 @@ function compareRuns(
     for (const trace of ref.layers) {
       if (!feedsTask(trace.path, t.name)) continue;
       const d = flips.get(trace.path);
-      if (d) {
-        for (let r = 0; r < rows; r++)
-          if (d[r] === NEAR_TIE_FLIP) excused[r] = EXCUSED_NEAR_TIE;
-          else if (d[r] === FLOAT32_FLIP && !excused[r]) excused[r] = EXCUSED_FLOAT32;
-      } else for (let r = 0; r < rows; r++) if (trace.margin[r]! < ctx.nearTie) excused[r] = EXCUSED_NEAR_TIE;
+      if (d) excuseFlips(d, rows, excused);
+      else excuseNearTies(trace.margin, ctx.nearTie, rows, excused);
     }
-    if (!baselineRun) {
-      const f32 = ev.outputs[t.name]!;
-      for (let r = 0; r < rows; r++)
-        if (!excused[r] && ev.known[r] && exceedsTolerance(baseline[r]!, got[r]!, tol) && float32Limited(baseline[r]!, f32[r]!, tol))
-          excused[r] = EXCUSED_FLOAT32;
-    }
+    if (!baselineRun) excuseFloat32Limited(ref.outputs[t.name]!, got, ev.outputs[t.name]!, ev.known, tol, rows, excused);
     const m = compareOutput({ name: t.name, reference: baseline, candidate: got, tolerance: tol, excused, worst: ctx.worst });
     for (const w of m.worst) w.scenario = scenarioOfRow(spec, batch, w.row);
     if (!baselineRun && ctx.rmse) {
@@ -425,7 +510,7 @@ function compareRuns(
       for (const trace of ref.layers) {
         if (!feedsTask(trace.path, t.name)) continue;
         const d = ev.selectionDiffers.get(trace.path)!;
-        for (let r = 0; r < ctx.rmse.rows; r++) if (trace.margin[r]! < ctx.nearTie || d[r]) exclude[r] = 1;
+        excludeFromRmse(trace.margin, ctx.nearTie, d, ctx.rmse.rows, exclude);
       }
       m.rmse = rmseCheck(ref.outputs[t.name]!, got, ev.outputs[t.name]!, ctx.rmse.rows, tol, ctx.rmse.multiplier, exclude);
       m.pass = m.pass && m.rmse.pass;
@@ -445,67 +530,84 @@ function compareRuns(
     selections,
     selectionsUnavailable: unavailable,
   };
-  return { comparison, flips };
+  return comparison;
+}
+
+/**
+ * How many rows of each label select each expert, [label][expert]: `picked` is a selected set
+ * (Uint8Array, 1 = selected) or mixing weights (an expert is selected where w > 0); `label[r]`
+ * is row r's label, or all rows count for label 0 when null.
+ */
+function countSelections(picked: Uint8Array | Float32Array, rows: number, E: number, label: Int32Array | null, labels: number): Float64Array {
+  const counts = new Float64Array(labels * E);
+  if (picked instanceof Uint8Array) countSelected(picked, rows, E, label, counts);
+  else countPositive(picked, rows, E, label, counts);
+  return counts;
+}
+
+function countSelected(selected: Uint8Array, rows: number, E: number, label: Int32Array | null, counts: Float64Array): void {
+  for (let r = 0; r < rows; r++) {
+    const base = label === null ? 0 : label[r]! * E;
+    for (let e = 0; e < E; e++) counts[base + e]! += selected[r * E + e]!;
+  }
+}
+
+function countPositive(weights: Float32Array, rows: number, E: number, label: Int32Array | null, counts: Float64Array): void {
+  for (let r = 0; r < rows; r++) {
+    const base = label === null ? 0 : label[r]! * E;
+    for (let e = 0; e < E; e++) if (weights[r * E + e]! > 0) counts[base + e]!++;
+  }
 }
 
 /** Selection frequency tables, grouping task-layer traces (one per task) into one table per layer. */
 function selectionFrequencies(spec: ModelSpec, batch: InputBatch, traces: LayerTrace[], runs: RunOutputs[]): SelectionFrequency[] {
   const out: SelectionFrequency[] = [];
   const rows = batch.rows;
-  const tally = (E: number, labels: number, labelOf: (r: number) => number, selected: (r: number, e: number) => boolean, counts: number[]) => {
-    const m = Array.from({ length: labels }, () => new Array<number>(E).fill(0));
-    for (let r = 0; r < rows; r++) {
-      const l = labelOf(r);
-      for (let e = 0; e < E; e++) if (selected(r, e)) m[l]![e]!++;
-    }
-    return m.map((row, l) => row.map((c) => (counts[l] ? c / counts[l]! : 0)));
-  };
-  for (const lvl of spec.scenarios)
+  const fractions = (counts: Float64Array, E: number, label: number, of: number) =>
+    Array.from({ length: E }, (_, e) => (of ? counts[label * E + e]! / of : 0));
+  for (const lvl of spec.scenarios) {
+    const S = lvl.values.length;
+    const idx = batch.scenarios[lvl.name]!;
+    const label = Int32Array.from(idx, (v) => Number(v));
+    const perLabel = new Array<number>(S).fill(0);
+    for (let r = 0; r < rows; r++) perLabel[label[r]!]!++;
+    const table = (counts: Float64Array, E: number) => perLabel.map((n, l) => fractions(counts, E, l, n));
     for (let i = 0; i < lvl.layers; i++) {
       const path = `scenario_layers.${lvl.name}.${i}`;
       const trace = traces.find((t) => t.path === path)!;
       const E = trace.experts;
-      const idx = batch.scenarios[lvl.name]!;
-      const labelOf = (r: number) => Number(idx[r]!);
-      const counts = new Array<number>(lvl.values.length).fill(0);
-      for (let r = 0; r < rows; r++) counts[labelOf(r)]!++;
       const freq: SelectionFrequency = {
         layer: path,
         by: lvl.name,
         labels: [...lvl.values],
         experts: E,
-        rowsPerLabel: counts,
-        reference: tally(E, lvl.values.length, labelOf, (r, e) => trace.selected[r * E + e] === 1, counts),
+        rowsPerLabel: perLabel,
+        reference: table(countSelections(trace.selected, rows, E, label, S), E),
         runs: {},
       };
       for (const run of runs) {
         const w = run.values[selectionOutputName(path)];
-        if (w) freq.runs[run.info.id] = tally(E, lvl.values.length, labelOf, (r, e) => w[r * E + e]! > 0, counts);
+        if (w) freq.runs[run.info.id] = table(countSelections(w, rows, E, label, S), E);
       }
       out.push(freq);
     }
+  }
   if (spec.taskLayers)
     for (let i = 0; i < spec.taskLayers.layers; i++) {
       const per = spec.tasks.map((t) => traces.find((x) => x.path === `task_layers.${i}.${t.name}`)!);
       const E = per[0]!.experts;
-      const frac = (sel: (t: number, r: number, e: number) => boolean) =>
-        spec.tasks.map((_, t) => {
-          const row = new Array<number>(E).fill(0);
-          for (let r = 0; r < rows; r++) for (let e = 0; e < E; e++) if (sel(t, r, e)) row[e]!++;
-          return row.map((c) => (rows ? c / rows : 0));
-        });
       const freq: SelectionFrequency = {
         layer: `task_layers.${i}`,
         by: "task",
         labels: spec.tasks.map((t) => t.name),
         experts: E,
         rowsPerLabel: spec.tasks.map(() => rows),
-        reference: frac((t, r, e) => per[t]!.selected[r * E + e] === 1),
+        reference: per.map((trace) => fractions(countSelections(trace.selected, rows, E, null, 1), E, 0, rows)),
         runs: {},
       };
       for (const run of runs) {
         const ws = spec.tasks.map((t) => run.values[selectionOutputName(`task_layers.${i}.${t.name}`)]);
-        if (ws.every((w) => w)) freq.runs[run.info.id] = frac((t, r, e) => ws[t]![r * E + e]! > 0);
+        if (ws.every((w) => w)) freq.runs[run.info.id] = ws.map((w) => fractions(countSelections(w!, rows, E, null, 1), E, 0, rows));
       }
       out.push(freq);
     }
@@ -633,40 +735,41 @@ export async function runParity(spec: ModelSpec, weights: Weights, onnxPath: str
 
   const tc = performance.now();
   const tolerances = opts.tolerances;
-  const compareAll = () => {
-    const ctx: CompareContext = { tolerances, nearTie, worst, evidence, rmse: fp32Rows > 0 ? { rows: fp32Rows, multiplier } : null };
-    const gating = runs.map((run) => compareRuns(spec, batch, ref, null, run, "reference", ctx));
-    const comparisons = gating.map((g) => g.comparison);
-    // optimisations off vs on, per provider
-    for (const p of providers) {
-      const d = runs.find((r) => r.info.id === `${p}:disabled`);
-      const a = runs.find((r) => r.info.id === `${p}:all`);
-      if (d && a) comparisons.push(compareRuns(spec, batch, ref, d, a, "optimization", ctx).comparison);
-    }
-    // providers against each other, at the last optimisation level given (what would serve)
-    const served = optimizations[optimizations.length - 1]!;
-    for (let i = 0; i < providers.length; i++)
-      for (let j = i + 1; j < providers.length; j++) {
-        const a = runs.find((r) => r.info.id === `${providers[i]}:${served}`)!;
-        const b = runs.find((r) => r.info.id === `${providers[j]}:${served}`)!;
-        comparisons.push(compareRuns(spec, batch, ref, a, b, "provider", ctx).comparison);
-      }
-    return { comparisons, flips: gating.map((g) => g.flips) };
+  const ctx: CompareContext = {
+    tolerances,
+    nearTie,
+    worst,
+    evidence,
+    rmse: fp32Rows > 0 ? { rows: fp32Rows, multiplier } : null,
+    diffs: new Map(),
   };
-  const first = compareAll();
-  let comparisons = first.comparisons;
-  let suspectSeconds = 0;
-  // failing rows the float32 reference has not seen: evaluate them in float32, then judge again
+  // failing rows the float32 reference has not seen: evaluate them in float32 before judging
   // (bounded: a broken model fails on every row, and the verdict does not need them all)
-  const suspects = suspectRows(spec, ref, runs, first.flips, evidence, tolerances).slice(0, MAX_SUSPECT_ROWS);
+  const gatingFlips = runs.map((run) => compareSelections(spec, batch, ref, null, run, ctx).flips);
+  const suspects = suspectRows(spec, ref, runs, gatingFlips, evidence, tolerances).slice(0, MAX_SUSPECT_ROWS);
+  let suspectSeconds = 0;
   if (suspects.length) {
     const t = performance.now();
     const f32 = evaluateChunked(spec, weights, gatherRows(batch, suspects), "float32", chunk, () => {});
     addEvidence(evidence, ref, f32, (i) => suspects[i]!, suspects.length);
     suspectSeconds = (performance.now() - t) / 1000;
     fp32Seconds += suspectSeconds;
-    comparisons = compareAll().comparisons;
   }
+  const comparisons = runs.map((run) => compareRuns(spec, batch, ref, null, run, "reference", ctx));
+  // optimisations off vs on, per provider
+  for (const p of providers) {
+    const d = runs.find((r) => r.info.id === `${p}:disabled`);
+    const a = runs.find((r) => r.info.id === `${p}:all`);
+    if (d && a) comparisons.push(compareRuns(spec, batch, ref, d, a, "optimization", ctx));
+  }
+  // providers against each other, at the last optimisation level given (what would serve)
+  const served = optimizations[optimizations.length - 1]!;
+  for (let i = 0; i < providers.length; i++)
+    for (let j = i + 1; j < providers.length; j++) {
+      const a = runs.find((r) => r.info.id === `${providers[i]}:${served}`)!;
+      const b = runs.find((r) => r.info.id === `${providers[j]}:${served}`)!;
+      comparisons.push(compareRuns(spec, batch, ref, a, b, "provider", ctx));
+    }
   const frequencies = selectionFrequencies(spec, batch, ref.layers, runs);
   const infos = runs.map((r) => r.info);
   const problems = problemsOf(comparisons);

@@ -20,6 +20,7 @@ import {
   rmseCheck,
   ulpDistance,
 } from "../../src/parity/compare.ts";
+import { Rng } from "../../src/core/random.ts";
 
 const tol = { atol: 1e-5, rtol: 0 };
 
@@ -171,6 +172,27 @@ describe("compareOutput", () => {
   it("empty stats are zeros", () => {
     expect(errorStats(new Float64Array(0), 0)).toEqual({ max: 0, mean: 0, median: 0, p99: 0 });
   });
+
+  it("finds the nearest-rank median and p99 of a full sort, with runs of equal values and infinities", () => {
+    const rng = new Rng(5);
+    for (const n of [1, 2, 3, 99, 100, 101, 1000, 4097, 30_000]) {
+      for (const kind of ["spread", "zeros", "few values", "sorted", "reversed"]) {
+        const v = new Float64Array(n + 3); // a prefix of a longer buffer, as compareOutput passes it
+        for (let i = 0; i < n; i++)
+          v[i] =
+            kind === "spread" ? rng.uniform(0, 1) * 10 ** rng.int(-12, 0)
+            : kind === "zeros" ? (rng.next() < 0.9 ? 0 : rng.uniform(0, 1e-6))
+            : kind === "few values" ? [0, 1, 2, Infinity][rng.int(0, 4)]!
+            : kind === "sorted" ? i
+            : n - i;
+        const sorted = v.slice(0, n).sort();
+        let sum = 0;
+        for (let i = 0; i < n; i++) sum += v[i]!;
+        const at = (q: number) => sorted[Math.max(0, Math.ceil(q * n) - 1)]!;
+        expect(errorStats(v, n), `${kind}, n = ${n}`).toEqual({ max: sorted[n - 1]!, mean: sum / n, median: at(0.5), p99: at(0.99) });
+      }
+    }
+  });
 });
 
 describe("rmseCheck", () => {
@@ -235,5 +257,41 @@ describe("compareSelection", () => {
     const onnx = new Float32Array([1, 0, 0, 0.5, NaN, 0]);
     const s = compareSelection({ layer: "l", experts: E, rows: 2, baselineWeights: base, baselineSelected: sel, candidateWeights: onnx, margin: [1, 1], nearTie: 1e-4 });
     expect(Array.from(s.differs)).toEqual([SAME, DISAGREEMENT]);
+  });
+
+  it("agrees with the rule applied expert by expert on random weights with zeros, tiny weights, NaN and infinities", () => {
+    const rng = new Rng(8);
+    const E = 5;
+    const rows = 3000;
+    const pick = () => [0, 0, 0, 1e-30, 2 ** -25, 2 ** -24, 0.25, 1, NaN, Infinity, -0][rng.int(0, 11)]!;
+    for (const masked of [true, false]) {
+      const base = new Float64Array(rows * E).map(pick);
+      const sel = new Uint8Array(rows * E).map(() => (rng.next() < 0.5 ? 1 : 0));
+      // mostly the baseline's zeros in the candidate, so that many rows agree
+      const cand = new Float32Array(rows * E).map((_, i) => (rng.next() < 0.8 ? (masked && !sel[i] ? 0 : base[i]!) : pick()));
+      const s = compareSelection({ layer: "l", experts: E, rows, baselineWeights: base, ...(masked ? { baselineSelected: sel } : {}), candidateWeights: cand, margin: new Float64Array(rows).fill(1), nearTie: 1e-4 });
+      let agree = 0;
+      let maxWeightError = 0;
+      for (let r = 0; r < rows; r++) {
+        let same = true;
+        let werr = 0;
+        for (let e = 0; e < E; e++) {
+          const wb = !masked || sel[r * E + e] === 1 ? base[r * E + e]! : 0;
+          const wc = cand[r * E + e]!;
+          const d = Math.abs(wc - wb);
+          if (Number.isNaN(d)) same = false;
+          else werr = Math.max(werr, d);
+          if ((wb === 0 && wc >= 2 ** -24) || (wc === 0 && wb >= 2 ** -24)) same = false;
+        }
+        expect(s.differs[r], `row ${r}`).toBe(same ? SAME : DISAGREEMENT);
+        if (same) {
+          agree++;
+          maxWeightError = Math.max(maxWeightError, werr);
+        }
+      }
+      expect(s.agree).toBe(agree);
+      expect(agree).toBeGreaterThan(rows / 10);
+      expect(s.maxWeightError).toBe(maxWeightError);
+    }
   });
 });
