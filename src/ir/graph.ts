@@ -131,6 +131,20 @@ export class Graph {
     for (const o of this.outputs) if (o.value === from) o.value = to;
   }
 
+  /** Give `v` a name no other value has (e.g. a graph output's name, once its old producer is gone). */
+  renameValue(v: Value, name: string): void {
+    if (v.name === name) return;
+    invariant(!this.names.has(name), `value name ${name} already used`);
+    this.names.delete(v.name);
+    this.names.add(name);
+    v.name = name;
+  }
+
+  /** Whether a value or input of this graph has this name. */
+  hasName(name: string): boolean {
+    return this.names.has(name);
+  }
+
   /** Replace one input of one node. */
   setNodeInput(node: Node, index: number, value: Value): void {
     const old = node.inputs[index];

@@ -15,6 +15,7 @@ import { rowConstants } from "./row-constants.ts";
 import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
+import { stackStreams } from "./stack-streams.ts";
 import { toFp16 } from "./to-fp16.ts";
 
 export const PASSES: Pass[] = [
@@ -32,6 +33,7 @@ export const PASSES: Pass[] = [
   pruneCalibrated,
   sparseDispatch,
   rowConstants,
+  stackStreams,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

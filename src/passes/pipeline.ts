@@ -36,6 +36,8 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "row-constants", // after fuse-gates (one gate MatMul per stream to split): task index, embedding, one-hots folded
       "fuse-experts", // a layer's E experts → one wide MatMul; mixture → one batched MatMul; task streams stacked
       "cse", // the fused task-layer gates share constants and inputs
+      "stack-streams", // after cse (one gate MatMul for streams that read the same input): per-task copies run once, stacked
+      "cse",
       "dce",
     ],
   };
