@@ -7,6 +7,7 @@ import type { InputBatch } from "../core/batch.ts";
 import { type Diagnostic, AesmError, userError } from "../core/diagnostics.ts";
 import { applyActivation, sigmoid } from "./numerics.ts";
 import { type SelectionPolicy, SelectionScratch, resolvePolicy, selectRow } from "./select.ts";
+import { type WasmUnit, WasmUnitEngine, padTo4, unitParamDoubles, wasmUnitsAvailable } from "./wasm-unit.ts";
 
 export interface ReferenceOptions {
   /**
@@ -22,6 +23,11 @@ export interface ReferenceOptions {
    * op: evaluated in double from its float32 input and rounded once.
    */
   precision?: "float64" | "float32";
+  /**
+   * The float64 unit layers' kernels: "wasm" (the default where WebAssembly SIMD runs) or
+   * "js". They compute the same numbers bit for bit; "js" is there to show it.
+   */
+  kernels?: "wasm" | "js";
 }
 
 export interface LayerTrace {
@@ -74,6 +80,8 @@ interface UnitLayer {
   linear: Linear;
   bn: BatchNorm | null;
   act: Activation;
+  /** Its parameters in the evaluation's WebAssembly engine, when float64 units run there. */
+  wasm?: WasmUnit;
 }
 
 interface MixtureLayer {
@@ -101,7 +109,8 @@ interface CompiledModel {
   taskTable: Float64Array | null;
   scenarioLayers: MixtureLayer[][]; // [level][i]
   taskLayers: MixtureLayer[];
-  towers: { layers: UnitLayer[]; out: Linear }[];
+  /** Tower MLP, then its Linear(→1) as a unit without batch norm or activation. */
+  towers: { layers: UnitLayer[]; out: UnitLayer }[];
 }
 
 class ParamReader {
@@ -245,7 +254,7 @@ function widestRow(m: Omit<CompiledModel, "maxWidth">, F: number): number {
     layer.gates.forEach(units);
     w = Math.max(w, layer.inW, layer.gates.length * layer.experts.length);
   }
-  for (const t of m.towers) units([...t.layers, { linear: t.out, bn: null, act: "none" }]);
+  for (const t of m.towers) units([...t.layers, t.out]);
   return w;
 }
 
@@ -286,13 +295,34 @@ function compileModel(spec: ModelSpec, weights: Weights, f32: boolean): Compiled
   const towers = spec.tasks.map((t) => {
     const layers = p.mlp(`towers.${t.name}`, t.tower, h, eps);
     const w = t.tower.units.length ? t.tower.units[t.tower.units.length - 1]! : h;
-    return { layers, out: p.linear(`towers.${t.name}.out`, w, 1, true) };
+    return { layers, out: { linear: p.linear(`towers.${t.name}.out`, w, 1, true), bn: null, act: "none" as const } };
   });
 
   if (p.problems.length) throw new AesmError(p.problems);
   const model = { featureTables, scenarioTables, taskTable, scenarioLayers, taskLayers, towers };
   const F = spec.features.reduce((n, f) => n + f.dim, 0);
   return { ...model, maxWidth: widestRow(model, F) };
+}
+
+/** Every unit layer of the model, once (gates stacked where they are, as they are evaluated). */
+function unitLayers(m: CompiledModel): UnitLayer[] {
+  const out: UnitLayer[] = [];
+  for (const layer of [...m.scenarioLayers.flat(), ...m.taskLayers]) {
+    for (const e of layer.experts) out.push(...e);
+    if (layer.stackedGates) out.push(layer.stackedGates);
+    else for (const g of layer.gates) out.push(...g);
+  }
+  for (const t of m.towers) out.push(...t.layers, t.out);
+  return out;
+}
+
+/** A WebAssembly engine for chunks of up to `rows` rows, with every unit's parameters uploaded. */
+function uploadUnits(m: CompiledModel, rows: number): WasmUnitEngine {
+  const units = unitLayers(m);
+  const params = units.reduce((n, u) => n + unitParamDoubles(u.linear.inW, u.linear.outW), 0);
+  const engine = new WasmUnitEngine(rows, m.maxWidth, padTo4(m.maxWidth), params);
+  for (const u of units) u.wasm = engine.upload(u.linear, u.bn);
+  return engine;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -401,7 +431,10 @@ class Workspace {
   readonly z: Float64Array;
   /** Rows of the chunk routed to one expert, ascending. */
   readonly rows: Int32Array;
-  constructor(rows: number, width: number) {
+  /** The WebAssembly kernel's instance, holding the float64 units' parameters; null: JS kernels. */
+  readonly engine: WasmUnitEngine | null;
+  constructor(rows: number, width: number, engine: WasmUnitEngine | null) {
+    this.engine = engine;
     this.ping = new Float64Array(rows * width);
     this.pong = new Float64Array(rows * width);
     this.block = new Float64Array(rows * width);
@@ -411,20 +444,29 @@ class Workspace {
   }
 }
 
-/** out[r, o] = Σ_k x[r, k]·W[o, k] + b[o] (MODEL.md §2, PyTorch layout). */
-function applyLinear(lin: Linear, x: Float64Array, n: number, f32: boolean, out: Float64Array): void {
-  if (f32) linearFloat32(lin, x, n, out);
-  else linearFloat64(lin, x, n, out);
-}
-
-// Both kernels compute each output as one sequential sum over k, then add the bias: the
+// The kernels compute each output as one sequential sum over k, then add the bias: the
 // numbers of the plain loop. They only share loads between independent sums, taking two
 // rows and four outputs at a time (eight sums; an odd last row is paired with itself).
 
-function linearFloat64({ inW, outW, weight, bias }: Linear, x: Float64Array, n: number, out: Float64Array): void {
+/**
+ * The float64 unit layer act(BN(Linear(x))) with act relu or none (`relu`), where
+ * Linear(x)[r, o] = Σ_k x[i, k]·W[o, k] + b[o] (MODEL.md §2, PyTorch layout) for i = rows[r]
+ * (a block of gathered rows, read in place) or i = r when rows is null. The bias, batch norm
+ * and relu of each sum are applied as it is written, with the operations of the separate
+ * passes (applyBatchNorm, applyActivation). wasm-unit.ts runs the same sums with SIMD.
+ */
+function unitFloat64(
+  { inW, outW, weight, bias }: Linear,
+  bn: BatchNorm | null,
+  relu: boolean,
+  x: Float64Array,
+  rows: Int32Array | null,
+  n: number,
+  out: Float64Array,
+): void {
   for (let r = 0; r < n; r += 2) {
-    const xa = r * inW;
-    const xb = r + 1 < n ? xa + inW : xa;
+    const xa = (rows === null ? r : rows[r]!) * inW;
+    const xb = r + 1 < n ? (rows === null ? r + 1 : rows[r + 1]!) * inW : xa;
     const oa = r * outW;
     const ob = r + 1 < n ? oa + outW : oa;
     let o = 0;
@@ -457,28 +499,14 @@ function linearFloat64({ inW, outW, weight, bias }: Linear, x: Float64Array, n: 
         b2 += v * p2;
         b3 += v * p3;
       }
-      if (bias !== null) {
-        const c0 = bias[o]!;
-        const c1 = bias[o + 1]!;
-        const c2 = bias[o + 2]!;
-        const c3 = bias[o + 3]!;
-        a0 += c0;
-        a1 += c1;
-        a2 += c2;
-        a3 += c3;
-        b0 += c0;
-        b1 += c1;
-        b2 += c2;
-        b3 += c3;
-      }
-      out[oa + o] = a0;
-      out[oa + o + 1] = a1;
-      out[oa + o + 2] = a2;
-      out[oa + o + 3] = a3;
-      out[ob + o] = b0;
-      out[ob + o + 1] = b1;
-      out[ob + o + 2] = b2;
-      out[ob + o + 3] = b3;
+      out[oa + o] = finish64(a0, o, bias, bn, relu);
+      out[oa + o + 1] = finish64(a1, o + 1, bias, bn, relu);
+      out[oa + o + 2] = finish64(a2, o + 2, bias, bn, relu);
+      out[oa + o + 3] = finish64(a3, o + 3, bias, bn, relu);
+      out[ob + o] = finish64(b0, o, bias, bn, relu);
+      out[ob + o + 1] = finish64(b1, o + 1, bias, bn, relu);
+      out[ob + o + 2] = finish64(b2, o + 2, bias, bn, relu);
+      out[ob + o + 3] = finish64(b3, o + 3, bias, bn, relu);
     }
     for (; o < outW; o++) {
       const w0 = o * inW;
@@ -489,22 +517,25 @@ function linearFloat64({ inW, outW, weight, bias }: Linear, x: Float64Array, n: 
         a0 += x[xa + k]! * p;
         b0 += x[xb + k]! * p;
       }
-      if (bias !== null) {
-        a0 += bias[o]!;
-        b0 += bias[o]!;
-      }
-      out[oa + o] = a0;
-      out[ob + o] = b0;
+      out[oa + o] = finish64(a0, o, bias, bn, relu);
+      out[ob + o] = finish64(b0, o, bias, bn, relu);
     }
   }
 }
 
+/** One sum of unitFloat64, channel o: + b[o], then BN (applyBatchNorm's operations), then relu. */
+function finish64(sum: number, o: number, bias: Float64Array | null, bn: BatchNorm | null, relu: boolean): number {
+  let y = bias === null ? sum : sum + bias[o]!;
+  if (bn !== null) y = bn.gamma[o]! * ((y - bn.mean[o]!) / bn.denom[o]!) + bn.beta[o]!;
+  return relu && y < 0 ? 0 : y; // relu keeps NaN (and −0), as applyActivation's does
+}
+
 /** Float32 emulation of the same: every product and every partial sum rounded. */
-function linearFloat32({ inW, outW, weight, bias }: Linear, x: Float64Array, n: number, out: Float64Array): void {
+function linearFloat32({ inW, outW, weight, bias }: Linear, x: Float64Array, rows: Int32Array | null, n: number, out: Float64Array): void {
   const fr = Math.fround;
   for (let r = 0; r < n; r += 2) {
-    const xa = r * inW;
-    const xb = r + 1 < n ? xa + inW : xa;
+    const xa = (rows === null ? r : rows[r]!) * inW;
+    const xb = r + 1 < n ? (rows === null ? r + 1 : rows[r + 1]!) * inW : xa;
     const oa = r * outW;
     const ob = r + 1 < n ? oa + outW : oa;
     let o = 0;
@@ -594,23 +625,37 @@ function applyBatchNorm(bn: BatchNorm, y: Float64Array, n: number, width: number
   }
 }
 
-/** One unit layer, act(BN(Linear(x))), into `out`. */
-function applyUnit(layer: UnitLayer, x: Float64Array, n: number, f32: boolean, out: Float64Array): void {
-  applyLinear(layer.linear, x, n, f32, out);
+/**
+ * One unit layer, act(BN(Linear(x))), into `out`; x's rows as in unitFloat64. In float64 the
+ * kernel (WebAssembly when the layer is uploaded to ws.engine, else JS) applies batch norm and
+ * relu to each sum as it is written; other activations follow as a pass.
+ */
+function applyUnit(layer: UnitLayer, x: Float64Array, rows: Int32Array | null, n: number, f32: boolean, out: Float64Array, ws: Workspace): void {
+  if (!f32) {
+    const relu = layer.act === "relu";
+    if (layer.wasm && ws.engine) ws.engine.apply(layer.wasm, x, rows, n, relu, out);
+    else unitFloat64(layer.linear, layer.bn, relu, x, rows, n, out);
+    if (!relu && layer.act !== "none") applyActivation(layer.act, out, n * layer.linear.outW, f32);
+    return;
+  }
+  linearFloat32(layer.linear, x, rows, n, out);
   if (layer.bn) applyBatchNorm(layer.bn, out, n, layer.linear.outW, f32);
   applyActivation(layer.act, out, n * layer.linear.outW, f32);
 }
 
 /**
- * A stack of unit layers (an expert MLP, a gate, a tower MLP). The result lies in ws.ping or
- * ws.pong (read it before the next stack runs), or is x itself when the stack is empty.
+ * A stack of unit layers (an expert MLP, a gate, a tower MLP) over the rows of x (as in
+ * unitFloat64). The result lies in ws.ping or ws.pong (read it before the next stack runs),
+ * or is x itself when the stack is empty (rows must then be null).
  */
-function applyStack(layers: UnitLayer[], x: Float64Array, n: number, f32: boolean, ws: Workspace): Float64Array {
+function applyStack(layers: UnitLayer[], x: Float64Array, rows: Int32Array | null, n: number, f32: boolean, ws: Workspace): Float64Array {
   let h = x;
+  let from = rows;
   for (const layer of layers) {
     const out = h === ws.ping ? ws.pong : ws.ping;
-    applyUnit(layer, h, n, f32, out);
+    applyUnit(layer, h, from, n, f32, out, ws);
     h = out;
+    from = null;
   }
   return h;
 }
@@ -676,10 +721,10 @@ function applyMixture(
   const G = layer.gates.length;
   const E = layer.experts.length;
   const Z = ws.z;
-  if (layer.stackedGates) applyUnit(layer.stackedGates, ws.gateIn, n, f32, Z);
+  if (layer.stackedGates) applyUnit(layer.stackedGates, ws.gateIn, null, n, f32, Z, ws);
   else
     layer.gates.forEach((gate, g) => {
-      const zg = applyStack(gate, ws.gateIn, n, f32, ws);
+      const zg = applyStack(gate, ws.gateIn, null, n, f32, ws);
       for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) Z[(r * G + g) * E + e] = zg[r * E + e]!;
     });
 
@@ -710,12 +755,18 @@ function applyMixture(
     let m = 0;
     for (let r = 0; r < n; r++) if (w[(r0 + r) * E + e] !== 0) rows[m++] = r;
     if (m === 0) continue;
-    for (let j = 0; j < m; j++) {
-      const src = rows[j]! * inW;
-      const dst = j * inW;
-      for (let k = 0; k < inW; k++) block[dst + k] = h[src + k]!;
+    const expert = layer.experts[e]!;
+    let y: Float64Array;
+    if (expert.length) y = applyStack(expert, h, rows, m, f32, ws); // reads the m rows of h in place
+    else {
+      // an expert without units is the identity: its output is its gathered input
+      for (let j = 0; j < m; j++) {
+        const src = rows[j]! * inW;
+        const dst = j * inW;
+        for (let k = 0; k < inW; k++) block[dst + k] = h[src + k]!;
+      }
+      y = block;
     }
-    const y = applyStack(layer.experts[e]!, block, m, f32, ws);
     for (let j = 0; j < m; j++) {
       const r = rows[j]!;
       const we = w[(r0 + r) * E + e]!;
@@ -765,7 +816,8 @@ export function evaluateReference(
   const taskScratch = model.taskLayers.map((m) => new SelectionScratch(m.gates.length, m.experts.length));
   const outputs: Record<string, Float64Array> = {};
   for (const t of spec.tasks) outputs[t.name] = new Float64Array(B);
-  const ws = new Workspace(Math.min(CHUNK_ROWS, B), model.maxWidth);
+  const useWasm = !f32 && options.kernels !== "js" && wasmUnitsAvailable() && B > 0;
+  const ws = new Workspace(Math.min(CHUNK_ROWS, B), model.maxWidth, useWasm ? uploadUnits(model, Math.min(CHUNK_ROWS, B)) : null);
 
   const F = spec.features.reduce((s, f) => s + f.dim, 0);
   const cWidths: number[] = []; // width of c_l
@@ -835,9 +887,9 @@ export function evaluateReference(
     // towers: MLP, Linear(→1), sigmoid (§4)
     spec.tasks.forEach((task, t) => {
       const tower = model.towers[t]!;
-      const y = applyStack(tower.layers, streams[t]!, n, f32, ws);
+      const y = applyStack(tower.layers, streams[t]!, null, n, f32, ws);
       const logit = y === ws.ping ? ws.pong : ws.ping;
-      applyLinear(tower.out, y, n, f32, logit);
+      applyUnit(tower.out, y, null, n, f32, logit, ws);
       const p = outputs[task.name]!;
       for (let r = 0; r < n; r++) p[r0 + r] = f32 ? Math.fround(sigmoid(logit[r]!)) : sigmoid(logit[r]!);
     });

@@ -134,7 +134,14 @@ function softmaxOver(
   w: Float64Array,
   wOff: number,
 ): void {
-  const r = f32 ? rnd32 : keep;
+  if (f32) softmaxOver32(z, zOff, member, memberOff, E, w, wOff);
+  else softmaxOver64(z, zOff, member, memberOff, E, w, wOff);
+}
+
+// The float64 and emulated-float32 programs are written out separately (the same steps, the
+// float32 one rounding each), so that neither pays for the other's rounding calls.
+
+function softmaxOver64(z: Float64Array, zOff: number, member: Uint8Array, memberOff: number, E: number, w: Float64Array, wOff: number): void {
   let max = -Infinity;
   for (let e = 0; e < E; e++) if (member[memberOff + e] && z[zOff + e]! > max) max = z[zOff + e]!;
   let sum = 0;
@@ -143,7 +150,27 @@ function softmaxOver(
       w[wOff + e] = 0;
       continue;
     }
-    const x = r(Math.exp(r(z[zOff + e]! - max)));
+    const d = z[zOff + e]! - max;
+    const x = d === 0 ? 1 : Math.exp(d); // exp(±0) is exactly 1
+    w[wOff + e] = x;
+    sum = sum + x;
+  }
+  if (sum === 0) return; // empty set: leave zeros
+  for (let e = 0; e < E; e++) if (member[memberOff + e]) w[wOff + e] = w[wOff + e]! / sum;
+}
+
+function softmaxOver32(z: Float64Array, zOff: number, member: Uint8Array, memberOff: number, E: number, w: Float64Array, wOff: number): void {
+  const r = rnd32;
+  let max = -Infinity;
+  for (let e = 0; e < E; e++) if (member[memberOff + e] && z[zOff + e]! > max) max = z[zOff + e]!;
+  let sum = 0;
+  for (let e = 0; e < E; e++) {
+    if (!member[memberOff + e]) {
+      w[wOff + e] = 0;
+      continue;
+    }
+    const d = r(z[zOff + e]! - max);
+    const x = d === 0 ? 1 : r(Math.exp(d));
     w[wOff + e] = x;
     sum = r(sum + x);
   }
@@ -168,28 +195,64 @@ function aesmScores(
   f32: boolean,
   s: SelectionScratch,
 ): void {
-  const r = f32 ? rnd32 : keep;
+  if (f32) aesmScores32(z, zOff, G, E, index, c, s);
+  else aesmScores64(z, zOff, G, E, index, c, s);
+}
+
+function aesmScores64(z: Float64Array, zOff: number, G: number, E: number, index: number, c: AesmConstants, s: SelectionScratch): void {
+  const { eps, u, logU, qHot, logQHot, logEps } = c;
+  const { prob, logProb } = s;
+  for (let e = 0; e < E; e++) {
+    let max = -Infinity;
+    for (let g = 0; g < G; g++) if (z[zOff + g * E + e]! > max) max = z[zOff + g * E + e]!;
+    let sum = 0;
+    for (let g = 0; g < G; g++) {
+      const d = z[zOff + g * E + e]! - max;
+      logProb[g] = d;
+      const x = d === 0 ? 1 : Math.exp(d); // exp(±0) is exactly 1: the max gate costs no exp
+      prob[g] = x;
+      sum = sum + x;
+    }
+    const logSum = Math.log(sum);
+    let sp = 0;
+    let sh = 0;
+    for (let g = 0; g < G; g++) {
+      const p = prob[g]! / sum;
+      const logP = logProb[g]! - logSum;
+      const q = g === index ? qHot : eps;
+      const logQ = g === index ? logQHot : logEps;
+      // q·log(q/(P+eps)) written as q·(log q − log(P+eps)), both logs of float-exact operands
+      sp = sp + q * (logQ - Math.log(p + eps));
+      sh = sh + u * (logU - logP);
+    }
+    s.specificScore[e] = sp;
+    s.sharedScore[e] = sh;
+  }
+}
+
+function aesmScores32(z: Float64Array, zOff: number, G: number, E: number, index: number, c: AesmConstants, s: SelectionScratch): void {
+  const r = rnd32;
   const { eps: epsR, u, logU, qHot, logQHot, logEps } = c;
+  const { prob, logProb } = s;
   for (let e = 0; e < E; e++) {
     let max = -Infinity;
     for (let g = 0; g < G; g++) if (z[zOff + g * E + e]! > max) max = z[zOff + g * E + e]!;
     let sum = 0;
     for (let g = 0; g < G; g++) {
       const d = r(z[zOff + g * E + e]! - max);
-      s.logProb[g] = d;
-      const x = r(Math.exp(d));
-      s.prob[g] = x;
+      logProb[g] = d;
+      const x = d === 0 ? 1 : r(Math.exp(d));
+      prob[g] = x;
       sum = r(sum + x);
     }
     const logSum = r(Math.log(sum));
     let sp = 0;
     let sh = 0;
     for (let g = 0; g < G; g++) {
-      const p = r(s.prob[g]! / sum);
-      const logP = r(s.logProb[g]! - logSum);
+      const p = r(prob[g]! / sum);
+      const logP = r(logProb[g]! - logSum);
       const q = g === index ? qHot : epsR;
       const logQ = g === index ? logQHot : logEps;
-      // q·log(q/(P+eps)) written as q·(log q − log(P+eps)), both logs of float-exact operands
       sp = r(sp + r(q * r(logQ - r(Math.log(r(p + epsR))))));
       sh = r(sh + r(u * r(logU - logP)));
     }

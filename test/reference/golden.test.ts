@@ -1,7 +1,8 @@
 // The reference's exact numbers, pinned: SHA-256 digests of every output and trace (weights,
 // selected sets, margins), float64 and float32 emulation, on models that take every kernel path.
-// A speed-up of the reference must leave them bit-identical; a digest that changes means the
-// oracle computes other numbers, which is a semantic change to review, never a refactor.
+// A speed-up of the reference must leave them bit-identical (the WebAssembly kernels and the
+// JS ones alike); a digest that changes means the oracle computes other numbers, which is a
+// semantic change to review, never a refactor.
 // (V8's Math.exp, log and tanh are its own fdlibm ports: the digests do not depend on the C library.)
 
 import { createHash } from "node:crypto";
@@ -13,6 +14,7 @@ import { parseModel } from "../../src/dsl/parse.ts";
 import type { ModelSpec } from "../../src/dsl/spec.ts";
 import { generateInputs } from "../../src/parity/inputs.ts";
 import { type ReferenceResult, evaluateReference } from "../../src/reference/index.ts";
+import { wasmUnitsAvailable } from "../../src/reference/wasm-unit.ts";
 import { initWeights } from "../../src/weights/index.ts";
 import type { Weights } from "../../src/weights/layout.ts";
 import { aesm, gate, level, mlp, model, randomWeights } from "./helpers.ts";
@@ -101,12 +103,17 @@ const GOLDEN: Record<string, { float64: string; float32: string }> = JSON.parse(
 );
 
 describe("reference digests", () => {
+  it("run the float64 units in WebAssembly here (else the comparison below is of JS with itself)", () => {
+    expect(wasmUnitsAvailable()).toBe(true);
+  });
+
   for (const c of cases())
-    it(`${c.name}: float64 and float32 emulation are bit-identical to the pinned numbers`, () => {
+    it(`${c.name}: float64 (WebAssembly and JS kernels) and float32 emulation are bit-identical to the pinned numbers`, () => {
       const got = {
         float64: digest(evaluateReference(c.spec, c.weights, c.batch)),
         float32: digest(evaluateReference(c.spec, c.weights, c.batch, { precision: "float32" })),
       };
       expect(got).toEqual(GOLDEN[c.name]);
+      expect(digest(evaluateReference(c.spec, c.weights, c.batch, { kernels: "js" }))).toBe(GOLDEN[c.name]!.float64);
     });
 });

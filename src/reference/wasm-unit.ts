@@ -1,0 +1,328 @@
+// The float64 unit layer act(BN(Linear(x))) (act relu or none) as a WebAssembly SIMD kernel:
+// the sums of the JS kernel in evaluate.ts, in the same order, two output channels per f64x2.
+
+// Each output is one sequential sum over k of x[r, k]·W[o, k] (an f64x2 lane holds one output's
+// sum; lanes never mix), then + b[o], then γ·((y − μ)/denom) + β, then relu as pmax(y, 0)
+// (y < 0 ? 0 : y, which keeps NaN and −0). WebAssembly floating point is IEEE 754 binary64
+// with round-to-nearest and no fused multiply-add, so every number equals the JS kernel's bit
+// for bit (test/reference/golden.test.ts runs both). The module is assembled here, byte by
+// byte, from the instruction list below: there is no toolchain and no binary to trust.
+
+/** A unit layer's parameters in the engine's memory (byte offsets), laid out for the kernel. */
+export interface WasmUnit {
+  inW: number;
+  outW: number;
+  /** outW rounded up to a multiple of 4: the kernel computes four channels at a time. */
+  outPad: number;
+  /** W transposed, [inW, outPad] (zeros past outW), then bias, γ, μ, denom, β [outPad] each. */
+  weights: number;
+  bias: number;
+  gamma: number;
+  mean: number;
+  denom: number;
+  beta: number;
+  /** FLAG_BIAS | FLAG_BN, as the layer has them. */
+  flags: number;
+}
+
+const FLAG_BIAS = 1;
+const FLAG_BN = 2;
+const FLAG_RELU = 4;
+
+// ---------------------------------------------------------------------------------------
+// A minimal WebAssembly encoder: LEB128 integers, the few opcodes the kernel uses.
+
+function u32(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+function s32(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+const name = (s: string): number[] => [...u32(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
+const section = (id: number, body: number[]): number[] => [id, ...u32(body.length), ...body];
+const vec = (items: number[][]): number[] => [...u32(items.length), ...items.flat()];
+
+const T = { i32: 0x7f, v128: 0x7b, void: 0x40 } as const;
+const simd = (op: number): number[] => [0xfd, ...u32(op)];
+/** memarg: alignment 2^3 (8 bytes), offset. */
+const mem = (offset: number): number[] => [3, ...u32(offset)];
+
+const I = {
+  block: [0x02, T.void],
+  loop: [0x03, T.void],
+  if: [0x04, T.void],
+  end: [0x0b],
+  br: (depth: number) => [0x0c, ...u32(depth)],
+  brIf: (depth: number) => [0x0d, ...u32(depth)],
+  get: (local: number) => [0x20, ...u32(local)],
+  set: (local: number) => [0x21, ...u32(local)],
+  i32: (v: number) => [0x41, ...s32(v)],
+  i32Add: [0x6a],
+  i32Mul: [0x6c],
+  i32And: [0x71],
+  i32Shl: [0x74],
+  i32GeU: [0x4f],
+  v128Load: (offset: number) => [...simd(0), ...mem(offset)],
+  v128Load64Splat: (offset: number) => [...simd(10), ...mem(offset)],
+  v128Store: (offset: number) => [...simd(11), ...mem(offset)],
+  v128Zero: [...simd(12), ...new Array<number>(16).fill(0)],
+  f64x2Add: simd(0xf0),
+  f64x2Sub: simd(0xf1),
+  f64x2Mul: simd(0xf2),
+  f64x2Div: simd(0xf3),
+  f64x2Pmax: simd(0xf7),
+};
+
+// ---------------------------------------------------------------------------------------
+// The kernel: unit(x, wt, bias, gamma, mean, denom, beta, out, n, inW, outPad, flags).
+// x [n, inW], out [n, outPad]; pointers are byte offsets. Two rows (an odd last row paired with
+// itself, as in the JS kernel) by four channels: four f64x2 sums, the loads of x and W shared.
+
+const PARAMS = ["x", "wt", "bias", "gamma", "mean", "denom", "beta", "out", "n", "inW", "outPad", "flags"] as const;
+const I32_LOCALS = ["r", "o", "k", "xa", "xb", "wp", "oa", "ob", "ob8", "rowW", "outRowW"] as const;
+const V128_LOCALS = ["a0", "a1", "b0", "b1", "u", "v", "w0", "w1"] as const;
+type Local = (typeof PARAMS)[number] | (typeof I32_LOCALS)[number] | (typeof V128_LOCALS)[number];
+const L = Object.fromEntries([...PARAMS, ...I32_LOCALS, ...V128_LOCALS].map((n, i) => [n, i])) as Record<Local, number>;
+const get = (l: Local) => I.get(L[l]);
+const set = (l: Local) => I.set(L[l]);
+
+/** `addr + c` with addr a local. */
+const plus = (l: Local, c: number) => [...get(l), ...I.i32(c), ...I.i32Add];
+/** `a + b` of two locals. */
+const add = (a: Local, b: Local) => [...get(a), ...get(b), ...I.i32Add];
+
+/** The epilogue of one f64x2 sum `acc` for channels o, o+1 (`lane` bytes past o): bias, BN, relu; then stored at `row` + o. */
+function finishAndStore(acc: Local, row: Local, lane: number): number[] {
+  const at = (param: Local) => [...add(param, "ob8"), ...I.v128Load(lane)];
+  return [
+    // if (flags & BIAS) acc = acc + b
+    ...get("flags"), ...I.i32(FLAG_BIAS), ...I.i32And, ...I.if,
+    ...get(acc), ...at("bias"), ...I.f64x2Add, ...set(acc),
+    ...I.end,
+    // if (flags & BN) acc = γ·((acc − μ) / denom) + β
+    ...get("flags"), ...I.i32(FLAG_BN), ...I.i32And, ...I.if,
+    ...at("gamma"), ...get(acc), ...at("mean"), ...I.f64x2Sub, ...at("denom"), ...I.f64x2Div, ...I.f64x2Mul, ...at("beta"), ...I.f64x2Add, ...set(acc),
+    ...I.end,
+    // if (flags & RELU) acc = acc < 0 ? 0 : acc
+    ...get("flags"), ...I.i32(FLAG_RELU), ...I.i32And, ...I.if,
+    ...get(acc), ...I.v128Zero, ...I.f64x2Pmax, ...set(acc),
+    ...I.end,
+    ...add(row, "ob8"), ...get(acc), ...I.v128Store(lane),
+  ];
+}
+
+/** acc = acc + s·w (f64x2). */
+const mulAdd = (acc: Local, s: Local, w: Local) => [...get(acc), ...get(s), ...get(w), ...I.f64x2Mul, ...I.f64x2Add, ...set(acc)];
+
+const KERNEL: number[] = [
+  // rowW = inW·8, outRowW = outPad·8 (bytes)
+  ...get("inW"), ...I.i32(3), ...I.i32Shl, ...set("rowW"),
+  ...get("outPad"), ...I.i32(3), ...I.i32Shl, ...set("outRowW"),
+  ...I.i32(0), ...set("r"),
+  ...I.block, ...I.loop,
+  ...get("r"), ...get("n"), ...I.i32GeU, ...I.brIf(1),
+  // xa = x + r·rowW; oa = out + r·outRowW; the second row, or the first again when r + 1 = n
+  ...get("x"), ...get("r"), ...get("rowW"), ...I.i32Mul, ...I.i32Add, ...set("xa"),
+  ...get("out"), ...get("r"), ...get("outRowW"), ...I.i32Mul, ...I.i32Add, ...set("oa"),
+  ...add("xa", "rowW"), ...set("xb"),
+  ...add("oa", "outRowW"), ...set("ob"),
+  ...plus("r", 1), ...get("n"), ...I.i32GeU, ...I.if,
+  ...get("xa"), ...set("xb"),
+  ...get("oa"), ...set("ob"),
+  ...I.end,
+  ...I.i32(0), ...set("o"),
+  ...I.block, ...I.loop,
+  ...get("o"), ...get("outPad"), ...I.i32GeU, ...I.brIf(1),
+  ...I.v128Zero, ...set("a0"), ...I.v128Zero, ...set("a1"), ...I.v128Zero, ...set("b0"), ...I.v128Zero, ...set("b1"),
+  // ob8 = o·8; wp = wt + ob8 walks W's column block down k
+  ...get("o"), ...I.i32(3), ...I.i32Shl, ...set("ob8"),
+  ...add("wt", "ob8"), ...set("wp"),
+  ...I.i32(0), ...set("k"),
+  ...I.block, ...I.loop,
+  ...get("k"), ...get("rowW"), ...I.i32GeU, ...I.brIf(1),
+  ...add("xa", "k"), ...I.v128Load64Splat(0), ...set("u"),
+  ...add("xb", "k"), ...I.v128Load64Splat(0), ...set("v"),
+  ...get("wp"), ...I.v128Load(0), ...set("w0"),
+  ...get("wp"), ...I.v128Load(16), ...set("w1"),
+  ...mulAdd("a0", "u", "w0"),
+  ...mulAdd("a1", "u", "w1"),
+  ...mulAdd("b0", "v", "w0"),
+  ...mulAdd("b1", "v", "w1"),
+  ...add("wp", "outRowW"), ...set("wp"),
+  ...plus("k", 8), ...set("k"),
+  ...I.br(0),
+  ...I.end, ...I.end,
+  ...finishAndStore("a0", "oa", 0),
+  ...finishAndStore("a1", "oa", 16),
+  ...finishAndStore("b0", "ob", 0),
+  ...finishAndStore("b1", "ob", 16),
+  ...plus("o", 4), ...set("o"),
+  ...I.br(0),
+  ...I.end, ...I.end,
+  ...plus("r", 2), ...set("r"),
+  ...I.br(0),
+  ...I.end, ...I.end,
+  ...I.end,
+];
+
+function moduleBytes(): Uint8Array {
+  const type = [0x60, ...vec(PARAMS.map(() => [T.i32])), ...vec([])];
+  const locals = vec([
+    [...u32(I32_LOCALS.length), T.i32],
+    [...u32(V128_LOCALS.length), T.v128],
+  ]);
+  const body = [...locals, ...KERNEL];
+  return new Uint8Array([
+    ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00], // "\0asm", version 1
+    ...section(1, vec([type])), // types
+    ...section(2, vec([[...name("env"), ...name("memory"), 0x02, 0x00, ...u32(1)]])), // import env.memory (min 1 page)
+    ...section(3, vec([u32(0)])), // functions: one, of type 0
+    ...section(7, vec([[...name("unit"), 0x00, ...u32(0)]])), // export "unit"
+    ...section(10, vec([[...u32(body.length), ...body]])), // code
+  ]);
+}
+
+/** The part of the WebAssembly JS API used here (the project's lib, ES2022, declares none of it). */
+interface WasmModule {
+  readonly __brand?: "WebAssembly.Module";
+}
+declare const WebAssembly: {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => WasmModule;
+  Instance: new (module: WasmModule, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer };
+};
+
+let compiled: WasmModule | null | undefined;
+
+/** The compiled module, or null where WebAssembly SIMD is not available. */
+function kernelModule(): WasmModule | null {
+  if (compiled === undefined) {
+    const bytes = moduleBytes();
+    compiled = typeof WebAssembly === "object" && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+  }
+  return compiled;
+}
+
+/** Whether the WebAssembly kernel can run here. */
+export function wasmUnitsAvailable(): boolean {
+  return kernelModule() !== null;
+}
+
+const PAGE = 65536;
+
+/**
+ * One evaluation's kernel instance: its memory holds every unit's parameters (uploaded once),
+ * then an input and an output buffer for up to `rows` rows.
+ */
+export class WasmUnitEngine {
+  private readonly run: (...args: number[]) => void;
+  private readonly f64: Float64Array;
+  private next = 0; // in float64 elements
+  private readonly xBuf: number;
+  private readonly outBuf: number;
+
+  /** `paramDoubles`: room for every unit's parameters (see unitParamDoubles). */
+  constructor(rows: number, maxIn: number, maxOutPad: number, paramDoubles: number) {
+    const module = kernelModule();
+    if (!module) throw new Error("WebAssembly SIMD is not available");
+    const doubles = paramDoubles + rows * maxIn + rows * maxOutPad + 4;
+    const memory = new WebAssembly.Memory({ initial: Math.ceil((doubles * 8) / PAGE) || 1 });
+    const instance = new WebAssembly.Instance(module, { env: { memory } });
+    this.run = instance.exports.unit as (...args: number[]) => void;
+    this.f64 = new Float64Array(memory.buffer);
+    this.xBuf = this.alloc(rows * maxIn);
+    this.outBuf = this.alloc(rows * maxOutPad);
+  }
+
+  private alloc(doubles: number): number {
+    const at = this.next;
+    this.next += doubles;
+    if (this.next > this.f64.length) throw new Error("WasmUnitEngine: parameter memory exhausted");
+    return at;
+  }
+
+  /** Upload a unit's Linear (W [outW, inW] row-major, bias) and batch norm (null when absent). */
+  upload(
+    lin: { inW: number; outW: number; weight: Float64Array; bias: Float64Array | null },
+    bn: { gamma: Float64Array; mean: Float64Array; denom: Float64Array; beta: Float64Array } | null,
+  ): WasmUnit {
+    const { inW, outW, weight, bias } = lin;
+    const outPad = padTo4(outW);
+    const f = this.f64;
+    const w = this.alloc(inW * outPad);
+    for (let k = 0; k < inW; k++) for (let o = 0; o < outW; o++) f[w + k * outPad + o] = weight[o * inW + k]!;
+    const channel = (values: Float64Array | null, fill: number): number => {
+      const at = this.alloc(outPad);
+      f.fill(fill, at, at + outPad);
+      if (values) f.set(values.subarray(0, outW), at);
+      return at;
+    };
+    return {
+      inW,
+      outW,
+      outPad,
+      weights: w * 8,
+      bias: channel(bias, 0) * 8,
+      gamma: channel(bn ? bn.gamma : null, 1) * 8,
+      mean: channel(bn ? bn.mean : null, 0) * 8,
+      denom: channel(bn ? bn.denom : null, 1) * 8,
+      beta: channel(bn ? bn.beta : null, 0) * 8,
+      flags: (bias ? FLAG_BIAS : 0) | (bn ? FLAG_BN : 0),
+    };
+  }
+
+  /**
+   * out[r, o] = act(BN(Σ_k x[i, k]·W[o, k] + b[o])) for i = rows[r] (or r when rows is null),
+   * r < n; act is relu when `relu`, else none.
+   */
+  apply(u: WasmUnit, x: Float64Array, rows: Int32Array | null, n: number, relu: boolean, out: Float64Array): void {
+    const { inW, outW, outPad } = u;
+    const f = this.f64;
+    const xb = this.xBuf;
+    if (rows === null) f.set(x.subarray(0, n * inW), xb);
+    else
+      for (let j = 0; j < n; j++) {
+        const src = rows[j]! * inW;
+        const dst = xb + j * inW;
+        for (let k = 0; k < inW; k++) f[dst + k] = x[src + k]!;
+      }
+    this.run(xb * 8, u.weights, u.bias, u.gamma, u.mean, u.denom, u.beta, this.outBuf * 8, n, inW, outPad, u.flags | (relu ? FLAG_RELU : 0));
+    const ob = this.outBuf;
+    if (outPad === outW) out.set(f.subarray(ob, ob + n * outW));
+    else
+      for (let r = 0; r < n; r++) {
+        const src = ob + r * outPad;
+        const dst = r * outW;
+        for (let o = 0; o < outW; o++) out[dst + o] = f[src + o]!;
+      }
+  }
+}
+
+export function padTo4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+/** Doubles a unit's parameters take in the engine's memory. */
+export function unitParamDoubles(inW: number, outW: number): number {
+  const outPad = padTo4(outW);
+  return inW * outPad + 5 * outPad;
+}
