@@ -7,7 +7,7 @@ import type { InputBatch } from "../core/batch.ts";
 import { type Diagnostic, AesmError, userError } from "../core/diagnostics.ts";
 import { applyActivation, sigmoid } from "./numerics.ts";
 import { type SelectionPolicy, SelectionScratch, resolvePolicy, selectRow } from "./select.ts";
-import { type WasmUnit, WasmUnitEngine, padTo4, unitParamDoubles, wasmUnitsAvailable } from "./wasm-unit.ts";
+import { type WasmUnit, WasmUnitEngine, unitParamElements, wasmUnitsAvailable } from "./wasm-unit.ts";
 
 export interface ReferenceOptions {
   /**
@@ -24,8 +24,8 @@ export interface ReferenceOptions {
    */
   precision?: "float64" | "float32";
   /**
-   * The float64 unit layers' kernels: "wasm" (the default where WebAssembly SIMD runs) or
-   * "js". They compute the same numbers bit for bit; "js" is there to show it.
+   * The unit layers' kernels: "wasm" (the default where WebAssembly SIMD runs) or "js". They
+   * compute the same numbers bit for bit; "js" is there to show it.
    */
   kernels?: "wasm" | "js";
 }
@@ -317,10 +317,11 @@ function unitLayers(m: CompiledModel): UnitLayer[] {
 }
 
 /** A WebAssembly engine for chunks of up to `rows` rows, with every unit's parameters uploaded. */
-function uploadUnits(m: CompiledModel, rows: number): WasmUnitEngine {
+function uploadUnits(m: CompiledModel, rows: number, f32: boolean): WasmUnitEngine {
+  const precision = f32 ? "float32" : "float64";
   const units = unitLayers(m);
-  const params = units.reduce((n, u) => n + unitParamDoubles(u.linear.inW, u.linear.outW), 0);
-  const engine = new WasmUnitEngine(rows, m.maxWidth, padTo4(m.maxWidth), params);
+  const params = units.reduce((n, u) => n + unitParamElements(u.linear.inW, u.linear.outW, precision), 0);
+  const engine = new WasmUnitEngine(precision, rows, m.maxWidth, m.maxWidth, params);
   for (const u of units) u.wasm = engine.upload(u.linear, u.bn);
   return engine;
 }
@@ -431,7 +432,7 @@ class Workspace {
   readonly z: Float64Array;
   /** Rows of the chunk routed to one expert, ascending. */
   readonly rows: Int32Array;
-  /** The WebAssembly kernel's instance, holding the float64 units' parameters; null: JS kernels. */
+  /** The WebAssembly kernels' instance, holding the units' parameters; null: JS kernels. */
   readonly engine: WasmUnitEngine | null;
   constructor(rows: number, width: number, engine: WasmUnitEngine | null) {
     this.engine = engine;
@@ -626,16 +627,21 @@ function applyBatchNorm(bn: BatchNorm, y: Float64Array, n: number, width: number
 }
 
 /**
- * One unit layer, act(BN(Linear(x))), into `out`; x's rows as in unitFloat64. In float64 the
- * kernel (WebAssembly when the layer is uploaded to ws.engine, else JS) applies batch norm and
- * relu to each sum as it is written; other activations follow as a pass.
+ * One unit layer, act(BN(Linear(x))), into `out`; x's rows as in unitFloat64. The WebAssembly
+ * kernel (when the layer is uploaded to ws.engine) and the float64 JS kernel apply batch norm
+ * and relu to each sum as it is written; other activations follow as a pass.
  */
 function applyUnit(layer: UnitLayer, x: Float64Array, rows: Int32Array | null, n: number, f32: boolean, out: Float64Array, ws: Workspace): void {
+  const relu = layer.act === "relu";
+  const fused = relu || layer.act === "none";
+  if (layer.wasm && ws.engine) {
+    ws.engine.apply(layer.wasm, x, rows, n, relu, out);
+    if (!fused) applyActivation(layer.act, out, n * layer.linear.outW, f32);
+    return;
+  }
   if (!f32) {
-    const relu = layer.act === "relu";
-    if (layer.wasm && ws.engine) ws.engine.apply(layer.wasm, x, rows, n, relu, out);
-    else unitFloat64(layer.linear, layer.bn, relu, x, rows, n, out);
-    if (!relu && layer.act !== "none") applyActivation(layer.act, out, n * layer.linear.outW, f32);
+    unitFloat64(layer.linear, layer.bn, relu, x, rows, n, out);
+    if (!fused) applyActivation(layer.act, out, n * layer.linear.outW, f32);
     return;
   }
   linearFloat32(layer.linear, x, rows, n, out);
@@ -816,8 +822,8 @@ export function evaluateReference(
   const taskScratch = model.taskLayers.map((m) => new SelectionScratch(m.gates.length, m.experts.length));
   const outputs: Record<string, Float64Array> = {};
   for (const t of spec.tasks) outputs[t.name] = new Float64Array(B);
-  const useWasm = !f32 && options.kernels !== "js" && wasmUnitsAvailable() && B > 0;
-  const ws = new Workspace(Math.min(CHUNK_ROWS, B), model.maxWidth, useWasm ? uploadUnits(model, Math.min(CHUNK_ROWS, B)) : null);
+  const useWasm = options.kernels !== "js" && wasmUnitsAvailable() && B > 0;
+  const ws = new Workspace(Math.min(CHUNK_ROWS, B), model.maxWidth, useWasm ? uploadUnits(model, Math.min(CHUNK_ROWS, B), f32) : null);
 
   const F = spec.features.reduce((s, f) => s + f.dim, 0);
   const cWidths: number[] = []; // width of c_l
