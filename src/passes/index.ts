@@ -1,7 +1,9 @@
 // Every pass, by id. The order of each optimisation level is in pipeline.ts.
 
+import { absorbUnsqueeze } from "./absorb-unsqueeze.ts";
 import { additiveMask } from "./additive-mask.ts";
 import { compactLookups } from "./compact-lookups.ts";
+import { contractAsMatmul } from "./contract-as-matmul.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldBatchNorm } from "./fold-batch-norm.ts";
@@ -16,6 +18,7 @@ import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
 import { stackStreams } from "./stack-streams.ts";
+import { tabulateIndex } from "./tabulate-index.ts";
 import { toFp16 } from "./to-fp16.ts";
 
 export const PASSES: Pass[] = [
@@ -34,6 +37,9 @@ export const PASSES: Pass[] = [
   sparseDispatch,
   rowConstants,
   stackStreams,
+  absorbUnsqueeze,
+  tabulateIndex,
+  contractAsMatmul,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

@@ -34,9 +34,12 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "additive-mask", // after prune-static (which reads the Where mask): Softmax(Zi + mask), the mask from one OneHot
       "fuse-gates", // a layer's G gates → one MatMul producing Z [B, G, E]
       "row-constants", // after fuse-gates (one gate MatMul per stream to split): task index, embedding, one-hots folded
+      "tabulate-index", // one-hots, q and gate signs of a scenario index: looked up in a table of its S rows
       "fuse-experts", // a layer's E experts → one wide MatMul; mixture → one batched MatMul; task streams stacked
       "cse", // the fused task-layer gates share constants and inputs
       "stack-streams", // after cse (one gate MatMul for streams that read the same input): per-task copies run once, stacked
+      "absorb-unsqueeze", // the mixture's Unsqueeze of w: the reductions before it keep the axis
+      "contract-as-matmul", // Zi kept as [.., 1, E] by absorb-unsqueeze: one MatMul of the one-hot row and Z
       "cse",
       "dce",
     ],

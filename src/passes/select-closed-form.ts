@@ -3,7 +3,7 @@
 //
 // Exactness. Only the ranking of the scores matters (they feed TopK and nothing else; the
 // pass checks that), so adding a per-row constant is exact in real arithmetic.
-//   shared score    exact in real arithmetic (default on)
+//   shared score    mean_g log P_ge, largest first: exact in real arithmetic (default on)
 //   specific score  exact in real arithmetic (default on)
 //   specific → log P[i, e]  exact only up to the eps terms (PassOptions.nearTieRewrites)
 //   two gates (G = 2), both scores  exact in real arithmetic, eps included (default on): with
@@ -156,17 +156,21 @@ class Rewriter {
   }
 
   /**
-   * shared:  sh_e + log G = LSE_g Z[:, g, e] − mean_g Z[:, g, e]
+   * shared:  sh_e = −log G − mean_g log P_ge, so the smallest sh are the largest mean log P:
    *   before  Sub(log u, LogSoftmax(Z, 1)) → Mul(·, u) → ReduceSum([1]) → TopK(largest=0)
-   *   after   Sub(ReduceLogSumExp(Z, [1]), ReduceMean(Z, [1]))       → TopK(largest=0)
+   *   after   ReduceMean(LogSoftmax(Z, 1), [1])                      → TopK(largest=1)
    */
   shared(sum: Node, m: SharedScore, tops: Node[]): void {
     const { g } = this;
     const scope = sum.scope;
     if (m.Z.type.shape[1] === 2) return this.sharedTwoGates(sum, m, tops);
-    const mean = g.op("ReduceMean", [m.Z], { axes: [1], keepdims: 0 }, { scope, names: [`${scope}.Z_mean`] });
-    const score = g.op("Sub", [this.logSumExp(m.Z, scope), mean], {}, { scope, names: [`${scope}.shared_closed`] });
-    for (const t of tops) g.setNodeInput(t, 0, score);
+    const logP = g.op("LogSoftmax", [m.Z], { axis: 1 }, { scope, names: [`${scope}.log_P`] });
+    const score = g.op("ReduceMean", [logP], { axes: [1], keepdims: 0 }, { scope, names: [`${scope}.shared_closed`] });
+    for (const t of tops) {
+      const [values, idx] = t.outputs as [Value, Value];
+      const [, top] = g.addNode("TopK", [score], { ...t.attrs, largest: 1 }, { scope: t.scope, names: [`${values.name}.largest`, `${idx.name}.largest`] });
+      g.replaceAllUsesWith(idx, top!);
+    }
     bump(this.ctx, "shared-scores");
   }
 

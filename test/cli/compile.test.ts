@@ -57,7 +57,7 @@ describe("levels and pass lists", () => {
     expect(r.code).toBe(0);
     expect(r.err).toBe("");
     expect(statsPasses(r.out)).toEqual(passesForLevel(2).map((p) => p.id));
-    const nodes = Number(/total\s+\S+ → (\S+)/.exec(r.out)![1]!.replace(/,/g, ""));
+    const nodes = Number(/total\s+\S+ →\s+(\S+)/.exec(r.out)![1]!.replace(/,/g, ""));
     expect(r.out).toMatch(new RegExp(`\\nwrote ${r.output.replace(/[.]/g, "\\.")}: opset 17, ${nodes} nodes, [\\d,]+ parameters, [\\d.]+ KiB\\n$`));
     expect(readOnnxFile(r.output).nodes.length).toBe(nodes);
   });

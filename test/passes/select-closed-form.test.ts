@@ -27,7 +27,7 @@ function tinySpec(values: string[] = ["a", "b", "c"]): ModelSpec {
 }
 
 describe("select-closed-form on a tiny model", () => {
-  it("ranks the shared score as LSE − mean and the specific one as Σ q·log(P + eps): before and after (golden)", () => {
+  it("ranks the shared score as mean log P and the specific one as Σ q·log(P + eps): before and after (golden)", () => {
     const l = lowerFixture(tinySpec(), 1, 32);
     expectGolden("select-closed-form.before.txt", printGraph(l.graph));
     const before = runGraph(l.graph, l.feeds);
@@ -41,7 +41,9 @@ describe("select-closed-form on a tiny model", () => {
     const ops = r.graph.nodes.filter((n) => n.scope === "scenario_layers.page.0.select").map((n) => n.op);
     expect(ops).not.toContain("Div");
     expect(ops.filter((op) => op === "Log")).toHaveLength(1);
-    expect(ops).toContain("ReduceLogSumExp");
+    expect(ops).toContain("LogSoftmax");
+    expect(ops).toContain("ReduceMean");
+    expect(ops).not.toContain("ReduceLogSumExp");
     expectSameOutputs(before, runGraph(r.graph, l.feeds), INTERP_TOL, "tiny_select");
   });
 
