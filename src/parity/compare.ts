@@ -88,6 +88,13 @@ export const HISTOGRAM_BUCKETS: readonly string[] = (() => {
   return out;
 })();
 
+/** 10 ** k for the decades of the histogram, k = from … to + 1 (`10 ** k` as evaluated at run time). */
+const POWERS_OF_TEN: readonly number[] = (() => {
+  const out: number[] = [];
+  for (let k = HISTOGRAM_DECADES.from; k <= HISTOGRAM_DECADES.to + 1; k++) out.push(10 ** k);
+  return out;
+})();
+
 /** Bucket index of an absolute error (finite, ≥ 0). */
 export function histogramBucket(abs: number): number {
   if (abs === 0) return 0;
@@ -95,7 +102,7 @@ export function histogramBucket(abs: number): number {
   if (d < HISTOGRAM_DECADES.from) return 1;
   if (d >= HISTOGRAM_DECADES.to) return HISTOGRAM_BUCKETS.length - 1;
   // log10 can land a hair below an exact power of ten; the bucket is [1e d, 1e d+1)
-  const k = abs >= 10 ** (d + 1) ? d + 1 : d;
+  const k = abs >= POWERS_OF_TEN[d + 1 - HISTOGRAM_DECADES.from]! ? d + 1 : d;
   return Math.min(2 + k - HISTOGRAM_DECADES.from, HISTOGRAM_BUCKETS.length - 1);
 }
 
@@ -207,10 +214,10 @@ export function errorStats(values: Float64Array, n: number): ErrorStats {
     if (x > max) max = x;
   }
   const rank = (q: number) => Math.max(0, Math.ceil(q * n) - 1);
-  const p99 = rank(0.99);
   const median = rank(0.5);
-  selectKth(v, 0, n - 1, p99);
-  selectKth(v, 0, p99, median); // v[0..p99] now holds the p99 + 1 smallest values
+  const p99 = rank(0.99);
+  selectKth(v, 0, n - 1, median);
+  selectKth(v, median, n - 1, p99); // v[median..] now holds the values from the median up
   return { max, mean: sum / n, median: v[median]!, p99: v[p99]! };
 }
 
@@ -544,6 +551,9 @@ export function selectionDiff(
   experts: number,
 ): SelectionDiff {
   const setsDiffer = new Uint8Array(rows);
+  // two runs with the same finite weights (graph optimisations often change no bit) agree everywhere
+  if (baselineSelected === undefined && sameFiniteValues(baselineWeights, candidateWeights, rows * experts))
+    return { rows, experts, setsDiffer, agree: rows, maxWeightError: 0 };
   const weightError = new Float64Array(rows);
   screenSelections(baselineWeights, baselineSelected ?? null, candidateWeights, rows, experts, setsDiffer, weightError);
   const flagged = new Int32Array(rows);
@@ -604,6 +614,15 @@ function exactRowDiff(bw: ArrayLike<number>, bs: Uint8Array | null, cw: ArrayLik
     if ((wb === 0 && wc >= WEIGHT_NEGLIGIBLE) || (wc === 0 && wb >= WEIGHT_NEGLIGIBLE)) same = false;
   }
   return same ? werr : NaN;
+}
+
+/** a[i] = b[i], finite, for every i < n (stops at the first difference). */
+function sameFiniteValues(a: ArrayLike<number>, b: ArrayLike<number>, n: number): boolean {
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!;
+    if (x !== b[i] || x - x !== 0) return false;
+  }
+  return true;
 }
 
 /** The indices r < n with flags[r] ≠ 0, ascending, into `out`; returns how many. */

@@ -41,7 +41,7 @@ export interface ParitySession {
   close(): Promise<void> | void;
 }
 
-export type OpenSession = (path: string, opts: { provider: Provider; optimization: Optimization }) => Promise<ParitySession>;
+export type OpenSession = (path: string, opts: { provider: Provider; optimization: Optimization; threads?: number }) => Promise<ParitySession>;
 
 export const DEFAULT_NEAR_TIE = 1e-4;
 /**
@@ -75,6 +75,11 @@ export interface ParityOptions {
   /** Worst rows kept per output (default 5). */
   worst?: number;
   chunkRows?: number;
+  /**
+   * onnxruntime intra-op threads per session; default: onnxruntime's choice (one per physical
+   * core, each pinned to its core, so a run confined with taskset still uses every core).
+   */
+  threads?: number;
   /** Session factory; default: src/runtime's openSession. */
   openSession?: OpenSession;
   progress?: ProgressSink;
@@ -155,7 +160,7 @@ interface RunOutputs {
   values: Record<string, Float32Array>;
 }
 
-async function defaultOpenSession(path: string, opts: { provider: Provider; optimization: Optimization }): Promise<ParitySession> {
+async function defaultOpenSession(path: string, opts: { provider: Provider; optimization: Optimization; threads?: number }): Promise<ParitySession> {
   // loaded on first use, so the harness (and its tests) do not load onnxruntime unless they run it
   const runtime = await import("../runtime/index.ts");
   return runtime.openSession(path, opts);
@@ -538,24 +543,25 @@ function compareRuns(
  * (Uint8Array, 1 = selected) or mixing weights (an expert is selected where w > 0); `label[r]`
  * is row r's label, or all rows count for label 0 when null.
  */
-function countSelections(picked: Uint8Array | Float32Array, rows: number, E: number, label: Int32Array | null, labels: number): Float64Array {
-  const counts = new Float64Array(labels * E);
+function countSelections(picked: Uint8Array | Float32Array, rows: number, E: number, label: Int32Array | null, labels: number): Int32Array {
+  const counts = new Int32Array(labels * E);
   if (picked instanceof Uint8Array) countSelected(picked, rows, E, label, counts);
   else countPositive(picked, rows, E, label, counts);
   return counts;
 }
 
-function countSelected(selected: Uint8Array, rows: number, E: number, label: Int32Array | null, counts: Float64Array): void {
+function countSelected(selected: Uint8Array, rows: number, E: number, label: Int32Array | null, counts: Int32Array): void {
   for (let r = 0; r < rows; r++) {
     const base = label === null ? 0 : label[r]! * E;
     for (let e = 0; e < E; e++) counts[base + e]! += selected[r * E + e]!;
   }
 }
 
-function countPositive(weights: Float32Array, rows: number, E: number, label: Int32Array | null, counts: Float64Array): void {
+function countPositive(weights: Float32Array, rows: number, E: number, label: Int32Array | null, counts: Int32Array): void {
   for (let r = 0; r < rows; r++) {
     const base = label === null ? 0 : label[r]! * E;
-    for (let e = 0; e < E; e++) if (weights[r * E + e]! > 0) counts[base + e]!++;
+    // a comparison added as 0 or 1 (JS coerces true to 1): no branch on the data
+    for (let e = 0; e < E; e++) counts[base + e]! += (weights[r * E + e]! > 0) as unknown as number;
   }
 }
 
@@ -563,7 +569,7 @@ function countPositive(weights: Float32Array, rows: number, E: number, label: In
 function selectionFrequencies(spec: ModelSpec, batch: InputBatch, traces: LayerTrace[], runs: RunOutputs[]): SelectionFrequency[] {
   const out: SelectionFrequency[] = [];
   const rows = batch.rows;
-  const fractions = (counts: Float64Array, E: number, label: number, of: number) =>
+  const fractions = (counts: Int32Array, E: number, label: number, of: number) =>
     Array.from({ length: E }, (_, e) => (of ? counts[label * E + e]! / of : 0));
   for (const lvl of spec.scenarios) {
     const S = lvl.values.length;
@@ -571,7 +577,7 @@ function selectionFrequencies(spec: ModelSpec, batch: InputBatch, traces: LayerT
     const label = Int32Array.from(idx, (v) => Number(v));
     const perLabel = new Array<number>(S).fill(0);
     for (let r = 0; r < rows; r++) perLabel[label[r]!]!++;
-    const table = (counts: Float64Array, E: number) => perLabel.map((n, l) => fractions(counts, E, l, n));
+    const table = (counts: Int32Array, E: number) => perLabel.map((n, l) => fractions(counts, E, l, n));
     for (let i = 0; i < lvl.layers; i++) {
       const path = `scenario_layers.${lvl.name}.${i}`;
       const trace = traces.find((t) => t.path === path)!;
@@ -696,7 +702,7 @@ export async function runParity(spec: ModelSpec, weights: Weights, onnxPath: str
   let evidence: Float32Evidence;
   try {
     for (const p of plan) {
-      const session = await open(onnxPath, { provider: p.provider, optimization: p.optimization });
+      const session = await open(onnxPath, { provider: p.provider, optimization: p.optimization, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) });
       sessions.push({ ...p, session });
       checkInterface(spec, session.inputNames, session.outputNames, onnxPath);
     }

@@ -98,8 +98,8 @@ describe("aesm parity", () => {
     }
   }, 60_000);
 
-  it("prints one summary line with --summary", async () => {
-    const r = await cli([...base(good), "--inputs", rows, "--summary"]);
+  it("prints one summary line with --summary (onnxruntime on one thread per session)", async () => {
+    const r = await cli([...base(good), "--inputs", rows, "--summary", "--threads", "1"]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(
       /^PASS small; 400 rows; cpu:disabled cpu:all; max abs \d\.\d\de-\d \((ctr|cvr) on cpu:(disabled|all)\); selection \d+\.\d\d% same, 0 disagree, \d+ near-tie; between runs max abs 0\n$/,
@@ -125,6 +125,9 @@ describe("aesm parity", () => {
     const c = await cli([...base(good), "--inputs", rows, "--rows", "10"]);
     expect(c.code).toBe(2);
     expect(c.err).toBe("error: option '--rows <n>' cannot be used with option '--inputs <file>'\n");
+    const th = await cli([...base(good), "--threads", "0"]);
+    expect(th.code).toBe(2);
+    expect(th.err).toBe("error: option '--threads <n>' argument '0' is invalid. --threads must be in 1..1024, got 0\n");
   });
 
   it("exits 2 with one line saying how to install a provider that is missing, before any work", async () => {

@@ -294,4 +294,16 @@ describe("compareSelection", () => {
       expect(s.maxWeightError).toBe(maxWeightError);
     }
   });
+
+  it("agrees everywhere between two runs with the same finite weights, but not on a row with a NaN or an infinity on both sides", () => {
+    const w = new Float32Array([0.5, 0.5, 0, 1, 0, 0, 2 ** -30, 0.25, 0.75]);
+    const same = compareSelection({ layer: "l", experts: 3, rows: 3, baselineWeights: w, candidateWeights: w.slice(), margin: [1, 1, 1], nearTie: 1e-4 });
+    expect(same).toMatchObject({ agree: 3, disagree: 0, maxWeightError: 0 });
+    for (const bad of [NaN, Infinity]) {
+      const v = w.slice();
+      v[4] = bad;
+      const s = compareSelection({ layer: "l", experts: 3, rows: 3, baselineWeights: v, candidateWeights: v.slice(), margin: [1, 1, 1], nearTie: 1e-4 });
+      expect(Array.from(s.differs), String(bad)).toEqual([SAME, DISAGREEMENT, SAME]);
+    }
+  });
 });

@@ -216,6 +216,17 @@ describe("runParity", () => {
     expect(r.frequencies[0]!.runs).toEqual({});
   });
 
+  it("opens every session with the intra-op threads asked for, and leaves them to onnxruntime otherwise", async () => {
+    const seen: (number | undefined)[] = [];
+    const open: OpenSession = async (path, opts) => {
+      seen.push(opts.threads);
+      return fakeOpen(() => {})(path, opts);
+    };
+    await runParity(spec, weights, "model.onnx", { inputs: batch, providers: ["cpu"], tolerances: tol, openSession: open, threads: 1 });
+    await runParity(spec, weights, "model.onnx", { inputs: batch, providers: ["cpu"], tolerances: tol, openSession: open });
+    expect(seen).toEqual([1, 1, undefined, undefined]);
+  });
+
   it("rejects an ONNX whose inputs are not the model's", async () => {
     const open: OpenSession = async () => ({ inputNames: ["item"], outputNames: ["ctr", "cvr"], run: async () => ({}), close() {} });
     await expect(run(open)).rejects.toThrow("model.onnx: ONNX inputs do not match the model: missing price, page, slot");

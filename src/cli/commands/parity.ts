@@ -51,6 +51,7 @@ interface ParityFlags {
   rmseMultiplier?: number;
   fp32Rows?: number;
   worst: number;
+  threads?: number;
   json?: string;
   html?: string;
   summary?: boolean;
@@ -117,6 +118,7 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
     .option("--rmse-multiplier <x>", "RMSE check: rmse(onnx) ≤ x · rmse(float32 reference) + atol/10 (default 2 for fp32, 3 for fp16)", nonNegativeNumber("--rmse-multiplier"))
     .option("--fp32-rows <n>", "rows the float32 reference evaluates for the RMSE check (0: off; default 10000 for fp32, 0 for fp16)", intArg("--fp32-rows", 0, 10_000_000))
     .option("--worst <n>", "worst rows listed per output", intArg("--worst", 0, 1000), 5)
+    .option("--threads <n>", "onnxruntime intra-op threads per session (default: onnxruntime's, one per core)", intArg("--threads", 1, 1024))
     .option("--json <file>", "write the report as JSON (schema aesm.parity/v1)")
     .option("--html <file>", "write a self-contained HTML report")
     .option("--summary", "print one summary line instead of the tables")
@@ -146,6 +148,7 @@ export function registerParity(program: Command, { io, setExitCode }: CommandCon
         ...(o.rmseMultiplier !== undefined ? { rmseMultiplier: o.rmseMultiplier } : {}),
         fp32Rows: o.fp32Rows ?? PRECISION_DEFAULTS[precision].fp32Rows,
         worst: o.worst,
+        ...(o.threads !== undefined ? { threads: o.threads } : {}),
         progress: io.isTTY && o.progress ? terminalProgress(io.err) : silentProgress,
         keepValues: o.saveOutputs !== undefined,
       });
