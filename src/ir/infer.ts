@@ -117,6 +117,11 @@ const RULES: Record<OpKind, Rule> = {
   Div: binary,
   Max: binary,
   Min: binary,
+  Clip: arity(3, (ins, _a, fail) => {
+    const dtype = same(ins, fail);
+    if (ins[1]!.shape.length !== 0 || ins[2]!.shape.length !== 0) fail("min and max must be scalars");
+    return [{ dtype, shape: [...ins[0]!.shape] }];
+  }),
   Less: compare,
   Greater: compare,
   GreaterOrEqual: compare,

@@ -10,6 +10,7 @@ export const OP_KINDS = [
   "Div",
   "Max",
   "Min",
+  "Clip", // (x, min, max): min(max(x, min), max), the bounds scalars of x's dtype
   // comparisons and logic (bool results)
   "Less",
   "Greater",

@@ -1,8 +1,8 @@
-// Embedding lookups with out-of-range ids (MODEL.md §1) in three nodes instead of seven:
+// Embedding lookups with out-of-range ids (MODEL.md §1) in two nodes instead of seven:
 // the table gets one zero row at the end, and the id is clamped onto it.
 //
 //   before (lower/features.ts)                        after
-//     %valid = And(id >= 0, id < V)                    %idx = Max(Min(%id, V), −1)        [B]
+//     %valid = And(id >= 0, id < V)                    %idx = Clip(%id, −1, V)            [B]
 //     %rows  = Gather(%T, Where(%valid, %id, 0))        %emb = Gather(%T_pad, %idx)        [B, d]
 //     %emb   = Where(Unsqueeze(%valid, [1]), %rows, 0)  %T_pad = [%T; 0]                   [V + 1, d]
 //
@@ -77,7 +77,7 @@ function paddedTable(graph: Graph, table: Value, cache: Map<Value, Value>): Valu
 
 export const compactLookups: Pass = {
   id: "compact-lookups",
-  summary: "embedding lookups with out-of-range ids as Min, Max and one Gather into the table plus a zero row",
+  summary: "embedding lookups with out-of-range ids as Clip and one Gather into the table plus a zero row",
   run(graph: Graph, ctx) {
     const cache = new Map<Value, Value>();
     let changed = false;
@@ -86,8 +86,7 @@ export const compactLookups: Pass = {
       if (!m || m.table.type.dtype !== "float32") continue;
       const scope = n.scope;
       const i64 = (x: number) => graph.addConstant(`${scope}.clamp_${x < 0 ? "neg" : ""}${Math.abs(x)}`, { dtype: "int64", shape: [], data: BigInt64Array.of(BigInt(x)) });
-      const upper = graph.op("Min", [m.id, i64(m.vocab)], {}, { scope, names: [`${scope}.id_at_most_vocab`] });
-      const idx = graph.op("Max", [upper, i64(-1)], {}, { scope, names: [`${scope}.row`] });
+      const idx = graph.op("Clip", [m.id, i64(-1), i64(m.vocab)], {}, { scope, names: [`${scope}.row`] });
       const emb = graph.op("Gather", [paddedTable(graph, m.table, cache), idx], { axis: 0 }, { scope, names: [`${scope}.lookup`] });
       graph.replaceAllUsesWith(m.emb, emb);
       bump(ctx, "lookups-compacted");

@@ -24,6 +24,7 @@ const ON_DATA_PATH: Record<OpKind, "half" | string> = {
   Div: "half",
   Max: "half",
   Min: "half",
+  Clip: "half",
   Less: "half",
   Greater: "half",
   GreaterOrEqual: "half",

@@ -271,6 +271,14 @@ function binaryFloat(op: BinaryOp, A: Floats, B: Floats, ia: Int32Array | null, 
   }
 }
 
+/** Clip(x, lo, hi) = Min(Max(x, lo), hi), as ONNX defines it (lo > hi gives hi everywhere). */
+function clipKernel(ins: Tensor[], attrs: Attrs): Tensor[] {
+  const [x, lo, hi] = ins as [Tensor, Tensor, Tensor];
+  if (lo.shape.length !== 0 || hi.shape.length !== 0) throw new InvariantError("Clip: min and max must be scalars");
+  const [raised] = binary("Max")([x, lo], attrs);
+  return binary("Min")([raised!, hi], attrs);
+}
+
 /** int64 arithmetic wraps modulo 2⁶⁴ (BigInt64Array stores do), as in ONNX Runtime; division truncates. */
 function binaryBigInt(op: BinaryOp, A: BigInt64Array, B: BigInt64Array, ia: Int32Array | null, ib: Int32Array | null, out: BigInt64Array): void {
   const n = out.length;
@@ -1044,6 +1052,7 @@ export const KERNELS: Record<OpKind, Kernel> = {
   Mul: viaFloat32(binary("Mul")),
   Div: viaFloat32(binary("Div")),
   Max: viaFloat32(binary("Max")),
+  Clip: viaFloat32(clipKernel),
   Min: viaFloat32(binary("Min")),
   Less: viaFloat32(compare("Less")),
   Greater: viaFloat32(compare("Greater")),

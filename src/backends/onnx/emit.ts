@@ -189,6 +189,7 @@ const EMIT: Record<OpKind, OpEmitter> = {
   Div: plain,
   Max: plain,
   Min: plain,
+  Clip: plain,
   Less: plain,
   Greater: plain,
   GreaterOrEqual: plain,

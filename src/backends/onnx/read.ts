@@ -368,6 +368,10 @@ const READERS: Readonly<Record<string, OpReader>> = {
   Div: direct("Div", 2),
   Max: variadic("Max"),
   Min: variadic("Min"),
+  Clip: (n) => {
+    if (!n.has(1) || !n.has(2)) throw n.unsupported("Clip without both bounds (the IR's Clip takes min and max)");
+    n.finish("Clip", [n.input(0), n.input(1), n.input(2)]);
+  },
   Less: direct("Less", 2),
   Greater: direct("Greater", 2),
   GreaterOrEqual: direct("GreaterOrEqual", 2),
