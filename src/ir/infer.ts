@@ -96,6 +96,20 @@ function reduce(keepType: boolean): Rule {
   });
 }
 
+/** ArgMax/ArgMin: the axis removed (keepdims 0) or kept as 1 (default), int64. */
+const argIndex: Rule = arity(1, (ins, attrs, fail) => {
+  const t = ins[0]!;
+  if (t.dtype === "bool") fail("operand must be numeric");
+  const axis = normAxis(attrInt(attrs, "axis", 0), t.shape.length);
+  const keep = attrInt(attrs, "keepdims", 1) === 1;
+  const shape: Dim[] = [];
+  t.shape.forEach((d, i) => {
+    if (i !== axis) shape.push(d);
+    else if (keep) shape.push(1);
+  });
+  return [{ dtype: "int64", shape }];
+});
+
 function matmulShape(a: Shape, b: Shape, fail: (msg: string) => never): Shape {
   if (a.length < 1 || b.length < 1) fail("MatMul operands must have rank ≥ 1");
   const a2 = a.length === 1 ? [1, a[0]!] : a;
@@ -257,6 +271,8 @@ const RULES: Record<OpKind, Rule> = {
     });
     return [{ dtype: t.dtype, shape }];
   }),
+  ArgMax: argIndex,
+  ArgMin: argIndex,
   TopK: arity(1, (ins, attrs, fail) => {
     const t = ins[0]!;
     const axis = normAxis(attrInt(attrs, "axis", -1), t.shape.length);

@@ -45,6 +45,8 @@ export const OP_KINDS = [
   "ReduceMin",
   "ReduceMean",
   "ReduceLogSumExp",
+  "ArgMax", // {axis, keepdims, select_last_index}: int64 index of the largest value (the first of equal ones by default)
+  "ArgMin", // the same, smallest
   // shape and indexing
   "Concat", // {axis}
   "Gather", // {axis}

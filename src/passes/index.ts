@@ -19,6 +19,7 @@ import { simplify } from "./simplify.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
 import { stackStreams } from "./stack-streams.ts";
 import { tabulateIndex } from "./tabulate-index.ts";
+import { topOneAsArgmax } from "./top-one-as-argmax.ts";
 import { toFp16 } from "./to-fp16.ts";
 
 export const PASSES: Pass[] = [
@@ -40,6 +41,7 @@ export const PASSES: Pass[] = [
   absorbUnsqueeze,
   tabulateIndex,
   contractAsMatmul,
+  topOneAsArgmax,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

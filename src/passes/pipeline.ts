@@ -40,6 +40,7 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "stack-streams", // after cse (one gate MatMul for streams that read the same input): per-task copies run once, stacked
       "absorb-unsqueeze", // the mixture's Unsqueeze of w: the reductions before it keep the axis
       "contract-as-matmul", // Zi kept as [.., 1, E] by absorb-unsqueeze: one MatMul of the one-hot row and Z
+      "top-one-as-argmax", // last: TopK(k = 1) whose values are unused → ArgMax/ArgMin (other passes match TopK)
       "cse",
       "dce",
     ],

@@ -24,6 +24,8 @@ const ON_DATA_PATH: Record<OpKind, "half" | string> = {
   Div: "half",
   Max: "half",
   Min: "half",
+  ArgMax: "half",
+  ArgMin: "half",
   Clip: "half",
   Less: "half",
   Greater: "half",

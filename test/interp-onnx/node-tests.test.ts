@@ -29,7 +29,7 @@ const ATOL = 1e-6;
 const CASE_PATTERN = new RegExp(
   "^test_(" +
     [
-      "add", "sub", "mul", "div", "max", "min", "clip",
+      "add", "sub", "mul", "div", "max", "min", "clip", "argmax", "argmin",
       "less", "greater", "equal", "and", "or", "not", "where",
       "identity", "neg", "abs", "exp", "log", "sqrt", "relu", "leakyrelu", "tanh", "sigmoid", "erf", "gelu", "cast",
       "matmul", "gemm",

@@ -890,6 +890,43 @@ const sliceKernel: Kernel = ([a], attrs) => {
 };
 
 /**
+ * ArgMax/ArgMin along `axis` (default 0): the index of the largest (smallest) value, the first
+ * of equal ones (the last with select_last_index = 1), as int64; keepdims (default 1) keeps the
+ * axis as 1. NaN compares as larger than every number, as in TopK.
+ */
+function argIndexKernel(largest: boolean): Kernel {
+  return ([a], attrs) => {
+    checkDtype(a!, largest ? "ArgMax" : "ArgMin");
+    if (a!.dtype === "bool") throw new InvariantError("ArgMax/ArgMin: bool input is not supported");
+    const shape = a!.shape;
+    const axis = normAxis(attrInt(attrs, "axis", 0), shape.length);
+    const keep = attrInt(attrs, "keepdims", 1) === 1;
+    const last = attrInt(attrs, "select_last_index", 0) === 1;
+    const n = shape[axis]!;
+    const inner = numel(shape.slice(axis + 1));
+    const outer = numel(shape.slice(0, axis));
+    const X = a!.data as unknown as ArrayLike<number>;
+    const out = new BigInt64Array(outer * inner);
+    // better(x, y): x should replace the current best y (ties only when select_last_index)
+    const better = (x: number, y: number): boolean => {
+      if (x !== x) return y === y || last; // NaN wins (largest) — and is never beaten by a number
+      if (y !== y) return false;
+      if (largest) return last ? x >= y : x > y;
+      return last ? x <= y : x < y;
+    };
+    for (let o = 0; o < outer; o++)
+      for (let q = 0; q < inner; q++) {
+        const base = o * n * inner + q;
+        let best = 0;
+        for (let i = 1; i < n; i++) if (better(X[base + i * inner]!, X[base + best * inner]!)) best = i;
+        out[o * inner + q] = BigInt(best);
+      }
+    const outShape = shape.filter((_, i) => i !== axis || keep).map((d, i) => (keep && i === axis ? 1 : d));
+    return [{ dtype: "int64", shape: outShape, data: out }];
+  };
+}
+
+/**
  * TopK along `axis` (default −1): the k largest (largest = 1, default) or smallest
  * values, sorted, with equal values in ascending index order; indices are int64.
  * NaN compares as larger than every number (so it is picked first by largest = 1).
@@ -1093,6 +1130,8 @@ export const KERNELS: Record<OpKind, Kernel> = {
   Transpose: transposeKernel,
   Slice: sliceKernel,
   TopK: viaFloat32(topKKernel),
+  ArgMax: viaFloat32(argIndexKernel(true)),
+  ArgMin: viaFloat32(argIndexKernel(false)),
   OneHot: oneHotKernel,
   NonZero: viaFloat32(nonZeroKernel),
   ScatterND: viaFloat32(scatterNDKernel),

@@ -189,6 +189,8 @@ const EMIT: Record<OpKind, OpEmitter> = {
   Div: plain,
   Max: plain,
   Min: plain,
+  ArgMax: plain,
+  ArgMin: plain,
   Clip: plain,
   Less: plain,
   Greater: plain,

@@ -135,6 +135,8 @@ export const ATTR_KINDS: Readonly<Partial<Record<string, Readonly<Record<string,
   GatherElements: { axis: "int" },
   Transpose: { perm: "ints" },
   TopK: { axis: "int", largest: "int" },
+  ArgMax: { axis: "int", keepdims: "int", select_last_index: "int" },
+  ArgMin: { axis: "int", keepdims: "int", select_last_index: "int" },
 };
 
 /** Marks the Identity nodes the emitter adds so that every graph output is produced by a node. */

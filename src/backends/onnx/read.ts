@@ -303,6 +303,16 @@ function direct(op: OpKind, arity: number): OpReader {
   return (n) => n.finish(op, Array.from({ length: arity }, (_, i) => n.input(i)));
 }
 
+function argIndex(op: OpKind): OpReader {
+  return (n) => {
+    const attrs: Attrs = {};
+    setIf(attrs, "axis", n.int("axis"));
+    setIf(attrs, "keepdims", n.int("keepdims"));
+    setIf(attrs, "select_last_index", n.int("select_last_index"));
+    n.finish(op, [n.input(0)], attrs);
+  };
+}
+
 /** ONNX Max/Min are variadic; the IR's are binary. */
 function variadic(op: OpKind): OpReader {
   return (n) => {
@@ -368,6 +378,8 @@ const READERS: Readonly<Record<string, OpReader>> = {
   Div: direct("Div", 2),
   Max: variadic("Max"),
   Min: variadic("Min"),
+  ArgMax: argIndex("ArgMax"),
+  ArgMin: argIndex("ArgMin"),
   Clip: (n) => {
     if (!n.has(1) || !n.has(2)) throw n.unsupported("Clip without both bounds (the IR's Clip takes min and max)");
     n.finish("Clip", [n.input(0), n.input(1), n.input(2)]);
