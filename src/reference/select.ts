@@ -114,6 +114,30 @@ export function rankAscending(score: Float64Array, order: Int32Array): void {
   }
 }
 
+/**
+ * The first min(k + 1, E) entries of rankAscending's order (the k smallest, then the next one
+ * for the margin), without sorting the rest: a stable insertion into a list of k + 1, which
+ * a later expert enters only with a strictly smaller score. Returns false, leaving `order`
+ * unspecified, when a score is NaN: rankAscending's order then depends on where the NaN lies,
+ * so the caller ranks in full.
+ */
+export function rankSmallest(score: Float64Array, E: number, k: number, order: Int32Array): boolean {
+  const keep = Math.min(k + 1, E);
+  let n = 0;
+  for (let e = 0; e < E; e++) {
+    const x = score[e]!;
+    if (x !== x) return false;
+    if (n === keep && !(x < score[order[n - 1]!]!)) continue;
+    let j = n < keep ? n++ : n - 1;
+    while (j > 0 && x < score[order[j - 1]!]!) {
+      order[j] = order[j - 1]!;
+      j--;
+    }
+    order[j] = e;
+  }
+  return true;
+}
+
 /** Gap between the last selected and the first unselected score of a ranking; Infinity if no boundary. */
 function boundaryGap(score: Float64Array, order: Int32Array, k: number): number {
   if (k <= 0 || k >= order.length) return Infinity;
@@ -304,14 +328,15 @@ export function selectRow(
     }
     case "aesm": {
       aesmScores(z, zOff, G, E, index, policy.constants, f32, s);
-      rankAscending(s.specificScore, s.specificOrder);
-      rankAscending(s.sharedScore, s.sharedOrder);
       const kSp = Math.min(policy.specific, E);
       const kSh = Math.min(policy.shared, E);
-      count.fill(0);
+      // only the selected experts and the first one left out are ranked (the margin's two scores)
+      if (!rankSmallest(s.specificScore, E, kSp, s.specificOrder)) rankAscending(s.specificScore, s.specificOrder);
+      if (!rankSmallest(s.sharedScore, E, kSh, s.sharedOrder)) rankAscending(s.sharedScore, s.sharedOrder);
+      for (let e = 0; e < E; e++) count[e] = 0;
       for (let j = 0; j < kSp; j++) count[s.specificOrder[j]!]! += 1;
       for (let j = 0; j < kSh; j++) count[s.sharedOrder[j]!]! += 1;
-      for (let e = 0; e < E; e++) selected[selOff + e] = count[e]! > 0 ? 1 : 0;
+      for (let e = 0; e < E; e++) selected[selOff + e] = (count[e]! + 1) >> 1; // 0 → 0; 1, 2 → 1
       if (policy.mask === "masked") {
         // A = SP ∪ SH: an expert in both sets counts once
         softmaxOver(z, rowZ, selected, selOff, E, f32, w, wOff);
