@@ -7,10 +7,12 @@ import { contractAsMatmul } from "./contract-as-matmul.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldBatchNorm } from "./fold-batch-norm.ts";
+import { flattenConcats } from "./flatten-concats.ts";
 import { foldConstants } from "./fold-constants.ts";
 import { fuseExperts } from "./fuse-experts.ts";
 import { fuseGates } from "./fuse-gates.ts";
 import type { Pass } from "./pass.ts";
+import { maskPerSet } from "./mask-per-set.ts";
 import { pruneCalibrated } from "./prune-calibrated.ts";
 import { pruneStatic } from "./prune-static.ts";
 import { rowConstants } from "./row-constants.ts";
@@ -42,6 +44,8 @@ export const PASSES: Pass[] = [
   tabulateIndex,
   contractAsMatmul,
   topOneAsArgmax,
+  flattenConcats,
+  maskPerSet,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

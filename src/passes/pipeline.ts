@@ -41,6 +41,8 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "absorb-unsqueeze", // the mixture's Unsqueeze of w: the reductions before it keep the axis
       "contract-as-matmul", // Zi kept as [.., 1, E] by absorb-unsqueeze: one MatMul of the one-hot row and Z
       "top-one-as-argmax", // last: TopK(k = 1) whose values are unused → ArgMax/ArgMin (other passes match TopK)
+      "mask-per-set", // after top-one-as-argmax: one OneHot per single-index set, combined by Max
+      "flatten-concats", // [x0; emb(s_0)] for the first gate and x0 for its experts: one Concat
       "cse",
       "dce",
     ],
