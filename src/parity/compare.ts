@@ -221,6 +221,23 @@ export function errorStats(values: Float64Array, n: number): ErrorStats {
   return { max, mean: sum / n, median: v[median]!, p99: v[p99]! };
 }
 
+/**
+ * Grow-only scratch arrays for the comparisons' large temporaries: comparisons run one at a
+ * time, and a fresh array per call would zero-fill megabytes and keep the collector busy.
+ * A scratch array's contents are left from its last use: callers write before they read.
+ */
+const scratch = { f64: [] as Float64Array[], i32: [] as Int32Array[] };
+
+function scratchFloat64(slot: number, n: number): Float64Array {
+  if ((scratch.f64[slot]?.length ?? -1) < n) scratch.f64[slot] = new Float64Array(n);
+  return scratch.f64[slot]!.subarray(0, n);
+}
+
+function scratchInt32(slot: number, n: number): Int32Array {
+  if ((scratch.i32[slot]?.length ?? -1) < n) scratch.i32[slot] = new Int32Array(n);
+  return scratch.i32[slot]!.subarray(0, n);
+}
+
 export interface CompareOutputInput {
   name: string;
   /** The baseline: the float64 reference, or another run. */
@@ -240,11 +257,11 @@ export function compareOutput(input: CompareOutputInput): OutputMetrics {
   const keep = Math.max(0, input.worst ?? 5);
   const n = Math.min(ref.length, got.length);
   // judged elements with both sides finite, packed in row order; every other row listed apart
-  const absV = new Float64Array(n);
-  const relV = new Float64Array(n);
-  const ulpV = new Float64Array(n);
-  const rowOf = new Int32Array(n);
-  const others = new Int32Array(n);
+  const absV = scratchFloat64(0, n);
+  const relV = scratchFloat64(1, n);
+  const ulpV = scratchFloat64(2, n);
+  const rowOf = scratchInt32(0, n);
+  const others = scratchInt32(1, n);
   const k = packErrors(ref, got, n, excused ?? null, absV, relV, ulpV, rowOf, others);
   const buckets = new Float64Array(HISTOGRAM_BUCKETS.length);
   countBuckets(absV, k, buckets);
@@ -554,9 +571,9 @@ export function selectionDiff(
   // two runs with the same finite weights (graph optimisations often change no bit) agree everywhere
   if (baselineSelected === undefined && sameFiniteValues(baselineWeights, candidateWeights, rows * experts))
     return { rows, experts, setsDiffer, agree: rows, maxWeightError: 0 };
-  const weightError = new Float64Array(rows);
+  const weightError = scratchFloat64(3, rows);
   screenSelections(baselineWeights, baselineSelected ?? null, candidateWeights, rows, experts, setsDiffer, weightError);
-  const flagged = new Int32Array(rows);
+  const flagged = scratchInt32(2, rows);
   const m = rowsWhere(setsDiffer, rows, flagged);
   for (let j = 0; j < m; j++) {
     const r = flagged[j]!;
@@ -666,7 +683,7 @@ export function compareSelection(input: CompareSelectionInput): SelectionMetrics
     for (let e = 0; e < E; e++) if (sel(e)) out.push(e);
     return out;
   };
-  const differing = new Int32Array(rows);
+  const differing = scratchInt32(3, rows);
   const m = rowsWhere(diff.setsDiffer, rows, differing);
   for (let j = 0; j < m; j++) {
     const r = differing[j]!;

@@ -113,12 +113,29 @@ export function scenarioOfRow(spec: ModelSpec, batch: InputBatch, row: number): 
 }
 
 /** How many rows carry each value of each level. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * int64 values as numbers (exact up to 2^53), without a BigInt per value where the platform is
+ * little-endian and a value fits in 31 bits (scenario indices, ids): read as its 32-bit halves.
+ */
+export function int64ToNumbers(values: BigInt64Array): Float64Array {
+  const n = values.length;
+  const out = new Float64Array(n);
+  const words = LITTLE_ENDIAN ? new Int32Array(values.buffer, values.byteOffset, 2 * n) : null;
+  for (let i = 0; i < n; i++) {
+    const lo = words ? words[2 * i]! : -1;
+    out[i] = words && words[2 * i + 1] === 0 && lo >= 0 ? lo : Number(values[i]!);
+  }
+  return out;
+}
+
 export function scenarioCoverage(spec: ModelSpec, batch: InputBatch): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
   for (const l of spec.scenarios) {
     const counts = new Array<number>(l.values.length).fill(0);
-    const idx = batch.scenarios[l.name]!;
-    for (let r = 0; r < batch.rows; r++) counts[Number(idx[r]!)]!++;
+    const idx = int64ToNumbers(batch.scenarios[l.name]!);
+    for (let r = 0; r < batch.rows; r++) counts[idx[r]!]!++;
     out[l.name] = Object.fromEntries(l.values.map((v, i) => [v, counts[i]!]));
   }
   return out;

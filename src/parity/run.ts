@@ -23,7 +23,7 @@ import {
   rmseCheck,
   selectionDiff,
 } from "./compare.ts";
-import { headBatch, scenarioCoverage, scenarioOfRow, sliceBatch } from "./inputs.ts";
+import { headBatch, int64ToNumbers, scenarioCoverage, scenarioOfRow, sliceBatch } from "./inputs.ts";
 import { type ProgressSink, silentProgress } from "./progress.ts";
 import { PRECISION_DEFAULTS, type ParityPrecision, type Tolerance } from "./tolerance.ts";
 
@@ -574,7 +574,7 @@ function selectionFrequencies(spec: ModelSpec, batch: InputBatch, traces: LayerT
   for (const lvl of spec.scenarios) {
     const S = lvl.values.length;
     const idx = batch.scenarios[lvl.name]!;
-    const label = Int32Array.from(idx, (v) => Number(v));
+    const label = Int32Array.from(int64ToNumbers(idx));
     const perLabel = new Array<number>(S).fill(0);
     for (let r = 0; r < rows; r++) perLabel[label[r]!]!++;
     const table = (counts: Int32Array, E: number) => perLabel.map((n, l) => fractions(counts, E, l, n));

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { AesmError } from "../../src/core/diagnostics.ts";
 import { parseJsonlInputs, readInputsFile, writeInputsFile } from "../../src/parity/input-files.ts";
-import { EXTREME_DENSE, generateInputs, outOfRangeIds, scenarioCoverage } from "../../src/parity/inputs.ts";
+import { EXTREME_DENSE, generateInputs, int64ToNumbers, outOfRangeIds, scenarioCoverage } from "../../src/parity/inputs.ts";
 import { encodeNpy, parseNpy, readZip, writeZip } from "../../src/parity/npy.ts";
 import { smallSpec, writeModelFiles } from "./models.ts";
 
@@ -21,6 +21,15 @@ function errorOf(f: () => unknown): AesmError {
   }
   throw new Error("expected an AesmError");
 }
+
+describe("int64ToNumbers", () => {
+  it("is Number() of each value, small or not, also on a view that does not start its buffer", () => {
+    const values = [0n, 1n, 2n ** 31n - 1n, 2n ** 31n, 2n ** 32n + 5n, -1n, -(2n ** 31n), -(2n ** 63n), 2n ** 63n - 1n, 2n ** 53n + 1n];
+    const all = BigInt64Array.from([7n, ...values]);
+    const view = all.subarray(1);
+    expect(Array.from(int64ToNumbers(view))).toEqual(values.map((v) => Number(v)));
+  });
+});
 
 describe("generateInputs", () => {
   const b = generateInputs(spec, { rows: 4000, seed: 3 });
