@@ -20,6 +20,7 @@ import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
 import { stackStreams } from "./stack-streams.ts";
+import { streamsBlockDiagonal } from "./streams-block-diagonal.ts";
 import { tabulateIndex } from "./tabulate-index.ts";
 import { topOneAsArgmax } from "./top-one-as-argmax.ts";
 import { toFp16 } from "./to-fp16.ts";
@@ -46,6 +47,7 @@ export const PASSES: Pass[] = [
   topOneAsArgmax,
   flattenConcats,
   maskPerSet,
+  streamsBlockDiagonal,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 
