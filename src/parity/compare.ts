@@ -634,7 +634,7 @@ function exactRowDiff(bw: ArrayLike<number>, bs: Uint8Array | null, cw: ArrayLik
 }
 
 /** a[i] = b[i], finite, for every i < n (stops at the first difference). */
-function sameFiniteValues(a: ArrayLike<number>, b: ArrayLike<number>, n: number): boolean {
+export function sameFiniteValues(a: ArrayLike<number>, b: ArrayLike<number>, n: number): boolean {
   for (let i = 0; i < n; i++) {
     const x = a[i]!;
     if (x !== b[i] || x - x !== 0) return false;

@@ -21,6 +21,7 @@ import {
   exceedsTolerance,
   float32Limited,
   rmseCheck,
+  sameFiniteValues,
   selectionDiff,
 } from "./compare.ts";
 import { headBatch, int64ToNumbers, scenarioCoverage, scenarioOfRow, sliceBatch } from "./inputs.ts";
@@ -344,10 +345,12 @@ interface CompareContext {
   /** Rows [0, rows) with a float32 reference evaluation for the RMSE check; null when off. */
   rmse: { rows: number; multiplier: number } | null;
   /**
-   * selectionDiff by "<baseline> ↔ <candidate> <layer>": it depends on the two sides only, so
-   * judging a comparison again after the float32 arbitration reuses it.
+   * selectionDiffs by "<baseline> <layer>", with the candidate weights each was computed for: a
+   * diff depends on the two sides only, so judging a comparison again after the float32
+   * arbitration reuses it, and so does a run whose weights equal another's (as they often do
+   * with and without onnxruntime's graph optimisations).
    */
-  diffs: Map<string, SelectionDiff>;
+  diffs: Map<string, { candidate: Float32Array; diff: SelectionDiff }[]>;
 }
 
 // The row loops of the comparisons, each in a small function of its own: compiled whole and
@@ -449,10 +452,12 @@ function compareSelections(
       unavailable.push(trace.path);
       continue;
     }
-    const key = `${baselineId} ↔ ${candidate.info.id} ${trace.path}`;
+    const key = `${baselineId} ${trace.path}`;
     const bs = baselineRun ? undefined : trace.selected;
-    let diff = ctx.diffs.get(key);
-    if (!diff) ctx.diffs.set(key, (diff = selectionDiff(bw, bs, cw, rows, trace.experts)));
+    const known = ctx.diffs.get(key) ?? [];
+    ctx.diffs.set(key, known);
+    let diff = known.find((k) => k.candidate === cw || sameFiniteValues(k.candidate, cw, cw.length))?.diff;
+    if (!diff) known.push({ candidate: cw, diff: (diff = selectionDiff(bw, bs, cw, rows, trace.experts)) });
     const { differs, ...metrics } = compareSelection({
       upstream: upstream.slice(),
       layer: trace.path,
