@@ -635,9 +635,22 @@ function exactRowDiff(bw: ArrayLike<number>, bs: Uint8Array | null, cw: ArrayLik
 
 /** a[i] = b[i], finite, for every i < n (stops at the first difference). */
 export function sameFiniteValues(a: ArrayLike<number>, b: ArrayLike<number>, n: number): boolean {
+  if (a instanceof Float32Array && b instanceof Float32Array && a.length === n && b.length === n) {
+    // the bytes first (a memcmp): equal bytes are equal values, unless NaN; then the finiteness
+    if (!Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))) return false;
+    return allFinite(a, n);
+  }
   for (let i = 0; i < n; i++) {
     const x = a[i]!;
     if (x !== b[i] || x - x !== 0) return false;
+  }
+  return true;
+}
+
+function allFinite(a: Float32Array, n: number): boolean {
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!;
+    if (x - x !== 0) return false;
   }
   return true;
 }

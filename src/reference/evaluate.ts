@@ -694,7 +694,7 @@ function gateInput(
   cW: number,
   tail: Float64Array,
   n: number,
-  out: Float64Array,
+  out: Float64Array | Float32Array,
 ): void {
   const tW = tail.length;
   const w = hW + cW + tW;
@@ -707,15 +707,17 @@ function gateInput(
 }
 
 /**
- * One mixture layer (MODEL.md §3 / §4): Z [n, G, E] from every gate over ws.gateIn, the
- * selection per row, then h' = Σ_e w[:, e]·expert_e(h). Each expert runs only on the rows
- * that give it a non-zero weight (gathered into one block): a w = 0 term adds nothing, and
- * leaving it out keeps a non-finite unselected expert out of the sum. Per row, the terms are
- * added in expert order.
+ * One mixture layer (MODEL.md §3 / §4): Z [n, G, E] from every gate over the gate input
+ * [h; c; tail] (see gateInput), the selection per row, then h' = Σ_e w[:, e]·expert_e(h).
+ * Each expert runs only on the rows that give it a non-zero weight (gathered into one block):
+ * a w = 0 term adds nothing, and leaving it out keeps a non-finite unselected expert out of
+ * the sum. Per row, the terms are added in expert order.
  */
 function applyMixture(
   layer: MixtureLayer,
   h: Float64Array,
+  hW: number,
+  gateTail: { c: Float64Array; cW: number; tail: Float64Array },
   index: Int32Array,
   n: number,
   r0: number,
@@ -727,12 +729,21 @@ function applyMixture(
   const G = layer.gates.length;
   const E = layer.experts.length;
   const Z = ws.z;
-  if (layer.stackedGates) applyUnit(layer.stackedGates, ws.gateIn, null, n, f32, Z, ws);
-  else
+  const stacked = layer.stackedGates;
+  if (stacked?.wasm && ws.engine) {
+    // the gate input is written straight into the kernel's input buffer
+    gateInput(h, hW, gateTail.c, gateTail.cW, gateTail.tail, n, ws.engine.input(n, stacked.linear.inW));
+    ws.engine.applyToInput(stacked.wasm, n, false, Z);
+  } else if (stacked) {
+    gateInput(h, hW, gateTail.c, gateTail.cW, gateTail.tail, n, ws.gateIn);
+    applyUnit(stacked, ws.gateIn, null, n, f32, Z, ws);
+  } else {
+    gateInput(h, hW, gateTail.c, gateTail.cW, gateTail.tail, n, ws.gateIn);
     layer.gates.forEach((gate, g) => {
       const zg = applyStack(gate, ws.gateIn, null, n, f32, ws);
       for (let r = 0; r < n; r++) for (let e = 0; e < E; e++) Z[(r * G + g) * E + e] = zg[r * E + e]!;
     });
+  }
 
   for (let r = 0; r < n; r++) {
     const row = r0 + r;
@@ -869,8 +880,8 @@ export function evaluateReference(
     model.scenarioLayers.forEach((lvl, l) => {
       const index = inputs.scenarios[l]!.subarray(r0, r0 + n);
       lvl.forEach((m, i) => {
-        gateInput(h, hW, indicators[l]!, cWidths[l]!, noTail, n, ws.gateIn);
-        h = applyMixture(m, h, index, n, r0, scenarioTraces[l]![i]!, scenarioScratch[l]![i]!, f32, ws);
+        const gate = { c: indicators[l]!, cW: cWidths[l]!, tail: noTail };
+        h = applyMixture(m, h, hW, gate, index, n, r0, scenarioTraces[l]![i]!, scenarioScratch[l]![i]!, f32, ws);
         hW = m.outW;
       });
     });
@@ -883,8 +894,8 @@ export function evaluateReference(
       const taskIndex = spec.tasks.map((_, t) => new Int32Array(n).fill(t));
       model.taskLayers.forEach((m, i) => {
         for (let t = 0; t < T; t++) {
-          gateInput(streams[t]!, sW, cl, cLast, taskEmb[t]!, n, ws.gateIn);
-          streams[t] = applyMixture(m, streams[t]!, taskIndex[t]!, n, r0, taskTraces[i]![t]!, taskScratch[i]!, f32, ws);
+          const gate = { c: cl, cW: cLast, tail: taskEmb[t]! };
+          streams[t] = applyMixture(m, streams[t]!, sW, gate, taskIndex[t]!, n, r0, taskTraces[i]![t]!, taskScratch[i]!, f32, ws);
         }
         sW = m.outW;
       });

@@ -358,13 +358,23 @@ export class WasmUnitEngine {
     };
   }
 
+  /** The input buffer as n rows of width inW, to be written in place and run with applyToInput. */
+  input(n: number, inW: number): Float64Array | Float32Array {
+    return this.mem.subarray(this.xBuf, this.xBuf + n * inW);
+  }
+
+  /** apply() on the rows already in the input buffer (see input()). */
+  applyToInput(u: WasmUnit, n: number, relu: boolean, out: Float64Array): void {
+    this.runAndRead(u, n, relu, out);
+  }
+
   /**
    * out[r, o] = act(BN(Σ_k x[i, k]·W[o, k] + b[o])) for i = rows[r] (or r when rows is null),
    * r < n; act is relu when `relu`, else none. x and out are float64 arrays either way (in
    * float32, of float32 values).
    */
   apply(u: WasmUnit, x: Float64Array, rows: Int32Array | null, n: number, relu: boolean, out: Float64Array): void {
-    const { inW, outW, outPad } = u;
+    const { inW } = u;
     const m = this.mem;
     const xb = this.xBuf;
     if (rows === null) m.set(x.subarray(0, n * inW), xb);
@@ -374,8 +384,14 @@ export class WasmUnitEngine {
         const dst = xb + j * inW;
         for (let k = 0; k < inW; k++) m[dst + k] = x[src + k]!;
       }
+    this.runAndRead(u, n, relu, out);
+  }
+
+  private runAndRead(u: WasmUnit, n: number, relu: boolean, out: Float64Array): void {
+    const { inW, outW, outPad } = u;
+    const m = this.mem;
     const b = this.bytes;
-    this.kernel(xb * b, u.weights, u.bias, u.gamma, u.mean, u.denom, u.beta, this.outBuf * b, n, inW, outPad, u.flags | (relu ? FLAG_RELU : 0));
+    this.kernel(this.xBuf * b, u.weights, u.bias, u.gamma, u.mean, u.denom, u.beta, this.outBuf * b, n, inW, outPad, u.flags | (relu ? FLAG_RELU : 0));
     const ob = this.outBuf;
     if (outPad === outW) out.set(m.subarray(ob, ob + n * outW));
     else
