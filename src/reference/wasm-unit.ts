@@ -19,7 +19,7 @@ export type UnitPrecision = "float64" | "float32";
 export interface WasmUnit {
   inW: number;
   outW: number;
-  /** outW rounded up to a whole block of channels (BLOCK): the kernel computes a block at a time. */
+  /** outW rounded up to a whole block of channels (4 float64, 8 float32): the kernel computes a block at a time. */
   outPad: number;
   /** W transposed, [inW, outPad] (zeros past outW), then bias, γ, μ, denom, β [outPad] each. */
   weights: number;
@@ -99,7 +99,7 @@ const I = {
 // sums, the loads of x and W shared.
 
 const PARAMS = ["x", "wt", "bias", "gamma", "mean", "denom", "beta", "out", "n", "inW", "outPad", "flags"] as const;
-const I32_LOCALS = ["r", "o", "k", "xa", "xb", "wp", "oa", "ob", "ob8", "rowW", "outRowW"] as const;
+const I32_LOCALS = ["r", "o", "k", "xa", "xb", "wp", "oa", "ob", "oBytes", "rowW", "outRowW"] as const;
 const V128_LOCALS = ["a0", "a1", "b0", "b1", "u", "v", "w0", "w1"] as const;
 type Local = (typeof PARAMS)[number] | (typeof I32_LOCALS)[number] | (typeof V128_LOCALS)[number];
 const L = Object.fromEntries([...PARAMS, ...I32_LOCALS, ...V128_LOCALS].map((n, i) => [n, i])) as Record<Local, number>;
@@ -150,7 +150,7 @@ const LANES: Record<UnitPrecision, Lanes> = {
 
 /** The epilogue of one vector sum `acc` for the channels `lane` bytes past o: bias, BN, relu; then stored at `row` + o. */
 function finishAndStore(v: Lanes, acc: Local, row: Local, lane: number): number[] {
-  const at = (param: Local) => [...add(param, "ob8"), ...I.v128Load(lane)];
+  const at = (param: Local) => [...add(param, "oBytes"), ...I.v128Load(lane)];
   return [
     // if (flags & BIAS) acc = acc + b
     ...get("flags"), ...I.i32(FLAG_BIAS), ...I.i32And, ...I.if,
@@ -164,7 +164,7 @@ function finishAndStore(v: Lanes, acc: Local, row: Local, lane: number): number[
     ...get("flags"), ...I.i32(FLAG_RELU), ...I.i32And, ...I.if,
     ...get(acc), ...I.v128Zero, ...v.pmax, ...set(acc),
     ...I.end,
-    ...add(row, "ob8"), ...get(acc), ...I.v128Store(lane),
+    ...add(row, "oBytes"), ...get(acc), ...I.v128Store(lane),
   ];
 }
 
@@ -192,9 +192,9 @@ function kernel(v: Lanes): number[] {
     ...I.block, ...I.loop,
     ...get("o"), ...get("outPad"), ...I.i32GeU, ...I.brIf(1),
     ...I.v128Zero, ...set("a0"), ...I.v128Zero, ...set("a1"), ...I.v128Zero, ...set("b0"), ...I.v128Zero, ...set("b1"),
-    // ob8 = o·size; wp = wt + ob8 walks W's block of columns down k
-    ...get("o"), ...I.i32(v.shift), ...I.i32Shl, ...set("ob8"),
-    ...add("wt", "ob8"), ...set("wp"),
+    // oBytes = o·size; wp = wt + oBytes walks W's block of columns down k
+    ...get("o"), ...I.i32(v.shift), ...I.i32Shl, ...set("oBytes"),
+    ...add("wt", "oBytes"), ...set("wp"),
     ...I.i32(0), ...set("k"),
     ...I.block, ...I.loop,
     ...get("k"), ...get("rowW"), ...I.i32GeU, ...I.brIf(1),
