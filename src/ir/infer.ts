@@ -250,6 +250,15 @@ const RULES: Record<OpKind, Rule> = {
     } else if (known !== nIn) fail(`cannot reshape [${t.shape.join(",")}] to [${target.join(",")}]`);
     return [{ dtype: t.dtype, shape }];
   }),
+  Split: arity(1, (ins, attrs, fail) => {
+    const t = ins[0]!;
+    const axis = normAxis(attrInt(attrs, "axis", 0), t.shape.length);
+    const sizes = attrInts(attrs, "split");
+    if (sizes.length === 0 || sizes.some((s) => !Number.isInteger(s) || s < 0)) fail("split must list non-negative sizes");
+    const d = t.shape[axis];
+    if (typeof d !== "number" || sizes.reduce((a, b) => a + b, 0) !== d) fail(`split sizes [${sizes}] do not add up to dim ${String(d)}`);
+    return sizes.map((s) => ({ dtype: t.dtype, shape: t.shape.map((x, i) => (i === axis ? s : x)) }));
+  }),
   Transpose: arity(1, (ins, attrs, fail) => {
     const t = ins[0]!;
     const perm = attrInts(attrs, "perm");

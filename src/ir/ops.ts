@@ -55,6 +55,7 @@ export const OP_KINDS = [
   "Squeeze", // {axes}
   "Reshape", // {shape}: ints, 0 = copy the input dim, -1 = infer
   "Transpose", // {perm}
+  "Split", // {axis, split}: one output per size in `split`, consecutive parts along `axis`
   "Slice", // {starts, ends, axes}
   "TopK", // {k, axis, largest}: outputs (values, int64 indices); ties keep the lower index first
   "OneHot", // {depth, off?, on?}: int64 indices → float32 on a new last axis: `on` (default 1) at the index, `off` (default 0) elsewhere

@@ -13,6 +13,7 @@ import { fuseExperts } from "./fuse-experts.ts";
 import { fuseGates } from "./fuse-gates.ts";
 import type { Pass } from "./pass.ts";
 import { maskPerSet } from "./mask-per-set.ts";
+import { mergeContractions } from "./merge-contractions.ts";
 import { pruneCalibrated } from "./prune-calibrated.ts";
 import { pruneStatic } from "./prune-static.ts";
 import { rowConstants } from "./row-constants.ts";
@@ -47,6 +48,7 @@ export const PASSES: Pass[] = [
   topOneAsArgmax,
   flattenConcats,
   maskPerSet,
+  mergeContractions,
   streamsBlockDiagonal,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];

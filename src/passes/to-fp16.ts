@@ -64,6 +64,7 @@ const ON_DATA_PATH: Record<OpKind, "half" | string> = {
   Squeeze: "half",
   Reshape: "half",
   Transpose: "half",
+  Split: "half",
   Slice: "half",
   TopK: "picks experts: half ties would change the choice",
   OneHot: "float32 by definition in the IR",

@@ -34,7 +34,7 @@ const CASE_PATTERN = new RegExp(
       "identity", "neg", "abs", "exp", "log", "sqrt", "relu", "leakyrelu", "tanh", "sigmoid", "erf", "gelu", "cast",
       "matmul", "gemm",
       "softmax", "logsoftmax", "reduce_sum(?!_square)", "reduce_max", "reduce_min", "reduce_mean", "reduce_log_sum_exp",
-      "concat", "gather", "gather_elements", "unsqueeze", "squeeze", "reshape", "transpose", "slice", "top_k", "onehot",
+      "concat", "gather", "gather_elements", "unsqueeze", "squeeze", "reshape", "transpose", "split", "slice", "top_k", "onehot",
       "nonzero", "scatternd",
     ].join("|") +
     ")(\\d|_|$)",

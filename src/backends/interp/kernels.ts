@@ -856,6 +856,28 @@ const transposeKernel: Kernel = ([a], attrs) => {
   return [{ dtype: a!.dtype, shape, data }];
 };
 
+/** Split along `axis` into consecutive parts of the sizes in `split`. */
+const splitKernel: Kernel = ([a], attrs) => {
+  checkDtype(a!, "Split");
+  const shape = a!.shape;
+  const axis = normAxis(attrInt(attrs, "axis", 0), shape.length);
+  const sizes = attrInts(attrs, "split");
+  if (sizes.reduce((x, y) => x + y, 0) !== shape[axis]) throw new InvariantError(`Split: sizes [${sizes}] do not add up to ${shape[axis]}`);
+  const outer = numel(shape.slice(0, axis));
+  const inner = numel(shape.slice(axis + 1));
+  const n = shape[axis]!;
+  const X = a!.data as unknown as Elements;
+  let start = 0;
+  return sizes.map((s) => {
+    const data = allocData(a!.dtype, outer * s * inner);
+    const O = data as unknown as Elements;
+    for (let o = 0; o < outer; o++)
+      for (let j = 0; j < s * inner; j++) O[o * s * inner + j] = X[(o * n + start) * inner + j]!;
+    start += s;
+    return { dtype: a!.dtype, shape: shape.map((d, i) => (i === axis ? s : d)), data };
+  });
+};
+
 /**
  * Slice with unit steps: per axis, negative starts/ends count from the end, then both
  * are clamped to [0, dim] (ONNX's rule for positive steps); an empty range gives 0.
@@ -1128,6 +1150,7 @@ export const KERNELS: Record<OpKind, Kernel> = {
   Squeeze: squeezeKernel,
   Reshape: reshapeKernel,
   Transpose: transposeKernel,
+  Split: splitKernel,
   Slice: sliceKernel,
   TopK: viaFloat32(topKKernel),
   ArgMax: viaFloat32(argIndexKernel(true)),

@@ -268,6 +268,10 @@ const EMIT: Record<OpKind, OpEmitter> = {
     plainAttrsExcept(n, ["starts", "ends", "axes"]);
     e.node("Slice", [ins[0]!, starts, ends, axes], outs, [], n.scope);
   },
+  Split: (e, n, ins, outs) => {
+    const split = e.constant(`${outs[0]}_split`, int64s(attrInts(n.attrs, "split")));
+    e.node("Split", [ins[0]!, split], outs, plainAttrs(n, ["split"]), n.scope);
+  },
   TopK: (e, n, ins, outs) => {
     const k = e.constant(`${outs[0]}_k`, int64s([attrInt(n.attrs, "k")]));
     e.node("TopK", [ins[0]!, k], outs, plainAttrs(n, ["k"]), n.scope);

@@ -8,6 +8,7 @@ import { AesmError, InvariantError, userError } from "../../core/diagnostics.ts"
 import { readExternalTensorData } from "./external.ts";
 import { numel, type Tensor, type TensorData } from "../../core/tensor.ts";
 import { Graph, type Value } from "../../ir/graph.ts";
+import { normAxis } from "../../ir/infer.ts";
 import type { AttrValue, Attrs, OpKind } from "../../ir/ops.ts";
 import type { Dim, ValueType } from "../../ir/types.ts";
 import {
@@ -165,6 +166,7 @@ export const SIDE_INPUTS: Readonly<Record<string, readonly number[]>> = {
   Slice: [1, 2, 3, 4],
   TopK: [1],
   OneHot: [1, 2],
+  Split: [1],
 };
 
 /** Recover the scope from a node name the emitter wrote (`scope/Op_n`); other names are kept whole. */
@@ -198,6 +200,14 @@ class NodeReader {
 
   unsupported(message: string): AesmError {
     return this.fail("AESM3004", message);
+  }
+
+  /** Outputs the node declares (trailing "" are absent optional outputs). */
+  get outputCount(): number {
+    const outs = this.node.output ?? [];
+    let n = outs.length;
+    while (n > 0 && outs[n - 1] === "") n--;
+    return n;
   }
 
   get inputCount(): number {
@@ -461,6 +471,19 @@ const READERS: Readonly<Record<string, OpReader>> = {
     // allowzero=1 makes a 0 mean "size 0" rather than "copy"; without zeros the two agree.
     if (n.int("allowzero") === 1 && shape.includes(0)) throw n.unsupported("allowzero=1 with a 0 in the shape");
     n.finish("Reshape", [x], { shape });
+  },
+  Split: (n) => {
+    const x = n.input(0);
+    const axis = normAxis(n.int("axis") ?? 0, x.type.shape.length);
+    const outs = n.outputCount;
+    let split = n.has(1) ? n.constantInts(1, "split") : n.ints("split");
+    if (!split) {
+      const d = x.type.shape[axis];
+      if (typeof d !== "number" || d % outs !== 0) throw n.unsupported(`Split into ${outs} equal parts of a dim ${String(d)}`);
+      split = new Array<number>(outs).fill(d / outs);
+    }
+    n.int("num_outputs");
+    n.finish("Split", [x], { axis, split });
   },
   Transpose: (n) => {
     const x = n.input(0);
