@@ -18,6 +18,7 @@ import {
   type SelectionMetrics,
   compareOutput,
   compareSelection,
+  float32Limited,
   relativeError,
 } from "./parity/compare.ts";
 import { generateInputs, scenarioOfRow } from "./parity/inputs.ts";
@@ -135,7 +136,7 @@ const sci = (x: number) => (Number.isFinite(x) ? (x === 0 ? "0" : x.toExponentia
  * The check of one prefix, as the parity harness judges a run against the reference (its gating
  * comparison, less the RMSE gate): every task output within atol on every row not excused, and
  * no layer selecting other experts with a clear reference margin. Excused rows: a selection flipped
- * on a near-tie, or where the float32 evaluation of the reference misses the same way; `exclude`
+ * on a near-tie, or a failing output that is float32-limited (parity's float32Limited rule); `exclude`
  * adds rows to the latter class (bisect: rows the lowered graph itself misses in float32).
  */
 export function prefixChecker(
@@ -216,7 +217,7 @@ export function prefixChecker(
       };
       for (let r = 0; r < rows; r++) {
         if (excused[r] || !fails(a[r]!, b[r]!)) continue;
-        if (fails(a[r]!, f32[r]!) || exclude?.[r]) excused[r] = EXCUSED_FLOAT32;
+        if (float32Limited(a[r]!, f32[r]!, tol) || exclude?.[r]) excused[r] = EXCUSED_FLOAT32;
         else failingRows[r] = 1;
       }
       return compareOutput({ name: t.name, reference: a, candidate: b, tolerance: tol, excused, worst: 1 });
