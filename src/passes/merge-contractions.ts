@@ -246,11 +246,79 @@ function foldIntoGate(g: Graph, zi: Node): boolean {
   return true;
 }
 
+/**
+ * Step 0 (any policy with ranked sets, e.g. three gates): the mask
+ *   ReduceMax(OneHot(Concat(TopK(s_1).idx, ArgMax(s_2), …, axis 1)), [1], keepdims 1)   [B, 1, E]
+ * over scores s_j [B, E] that are sums over the gate axis (ReduceSum(Mul(c, X)) with a looked-up
+ * or constant weight column, or ReduceMean) is built from the scores with the unit axis kept:
+ * the weighted sum becomes MatMul(c_row, X), the ranking ops keep their axis −1, the Concat and
+ * the ReduceMax move one axis in. The same indices, one node fewer per weighted sum.
+ */
+function liftMask(g: Graph, red: Node): boolean {
+  if (red.op !== "ReduceMax" || attrInt(red.attrs, "keepdims", 1) !== 1) return false;
+  const hotV = red.inputs[0]!;
+  const hot = hotV.producer;
+  if (!hot || hot.op !== "OneHot" || hotV.users.size !== 1 || hotV.type.shape.length !== 3) return false;
+  if (attrInts(red.attrs, "axes").map((a) => normAxis(a, 3)).join() !== "1") return false;
+  const catV = hot.inputs[0]!;
+  const cat = catV.producer;
+  if (!cat || cat.op !== "Concat" || catV.users.size !== 1 || normAxis(attrInt(cat.attrs, "axis"), 2) !== 1) return false;
+  // each part: indices [B, k] of TopK(score, axis −1) or ArgMax/ArgMin(score, axis −1, keepdims 1), score [B, E]
+  const parts = cat.inputs.map((v) => {
+    const n = v.producer;
+    if (!n || v.users.size !== 1) return null;
+    const score = n.inputs[0]!;
+    if (score.type.shape.length !== 2 || score.users.size !== 1 || g.isGraphOutput(score)) return null;
+    if (n.op === "TopK" && n.outputs[1] === v && n.outputs[0]!.users.size === 0 && normAxis(attrInt(n.attrs, "axis", -1), 2) === 1) return { n, score };
+    if (isArg(n) && normAxis(attrInt(n.attrs, "axis", 0), 2) === 1) return { n, score };
+    return null;
+  });
+  if (parts.some((p) => p === null)) return false;
+  // every score must be liftable: ReduceSum(Mul(c, X), [1]) with a row-able c, or ReduceMean(Y, [1])
+  const lifted: (() => Value)[] = [];
+  let saves = 0;
+  for (const p of parts as { n: Node; score: Value }[]) {
+    const r = p.score.producer;
+    if (!r || attrInt(r.attrs, "keepdims", 1) !== 0 || attrInts(r.attrs, "axes").map((a) => normAxis(a, 3)).join() !== "1" || r.inputs[0]!.type.shape.length !== 3) return false;
+    if (r.op === "ReduceMean") {
+      lifted.push(() => g.op("ReduceMean", [r.inputs[0]!], { ...r.attrs, keepdims: 1 }, { scope: r.scope, names: [`${p.score.name}.row`] }));
+      continue;
+    }
+    const mul = r.inputs[0]!.producer;
+    if (r.op !== "ReduceSum" || !mul || mul.op !== "Mul" || r.inputs[0]!.users.size !== 1) return false;
+    const k = mul.inputs[0]!.type.shape[2] === 1 ? 0 : mul.inputs[1]!.type.shape[2] === 1 ? 1 : -1;
+    if (k < 0) return false;
+    const c = mul.inputs[k]!;
+    const X = mul.inputs[1 - k]!;
+    if (!c.isConstant && !(c.producer?.op === "Gather" && c.producer.inputs[0]!.isConstant)) return false;
+    lifted.push(() => g.op("MatMul", [rowOf(g, c, r.scope)!, X], {}, { scope: r.scope, names: [`${p.score.name}.row`] }));
+    saves++;
+  }
+  if (saves === 0) return false;
+  const idx = (parts as { n: Node; score: Value }[]).map((p, j) => {
+    const s2 = lifted[j]!();
+    const n = p.n;
+    if (n.op === "TopK") return g.addNode("TopK", [s2], { ...n.attrs, axis: -1 }, { scope: n.scope, names: [`${n.outputs[0]!.name}.row`, `${n.outputs[1]!.name}.row`] })[1]!;
+    return g.op(n.op, [s2], { ...n.attrs, axis: -1, keepdims: 1 }, { scope: n.scope, names: [`${n.outputs[0]!.name}.row`] });
+  });
+  const cat2 = g.op("Concat", idx, { axis: -1 }, { scope: cat.scope, names: [`${catV.name}.row`] });
+  const hot2 = g.op("OneHot", [cat2], { ...hot.attrs }, { scope: hot.scope, names: [`${hotV.name}.row`] });
+  const red2 = g.op("ReduceMax", [hot2], { axes: [2], keepdims: 0 }, { scope: red.scope, names: [`${red.outputs[0]!.name}.row`] });
+  g.replaceAllUsesWith(red.outputs[0]!, red2);
+  return true;
+}
+
 export const mergeContractions: Pass = {
   id: "merge-contractions",
   summary: "a two-gate layer's Zi and gate gap as one MatMul of stacked weight rows and Z, then a Split",
   run(graph: Graph, ctx) {
     let changed = false;
+    for (const n of [...graph.nodes])
+      if (graph.nodes.includes(n) && liftMask(graph, n)) {
+        bump(ctx, "masks-lifted");
+        changed = true;
+      }
+    if (changed) eliminateDeadCode(graph);
     for (const n of [...graph.nodes])
       if (graph.nodes.includes(n) && scoreAsRow(graph, n)) {
         bump(ctx, "scores-as-rows");

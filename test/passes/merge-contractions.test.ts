@@ -50,6 +50,30 @@ describe("merge-contractions on a tiny model without selection outputs", () => {
   });
 });
 
+describe("merge-contractions with three gates", () => {
+  it("lifts the mask so that the specific score is a MatMul too (the same numbers)", () => {
+    const spec = model({
+      name: "three_gates",
+      features: [{ kind: "dense", name: "x", dim: 2 }],
+      scenarios: [level("search", ["a", "b", "c"], { dim: 1, experts: 5, expert: mlp([2]), select: aesm(2, 1) })],
+      tasks: [{ name: "ctr", tower: mlp([]) }],
+    });
+    const weights = randomWeights(spec, 3);
+    const feeds = feedsOf(spec, randomBatch(spec, 64, 4));
+    const { graph } = applyPasses(lowerModel(spec, weights, { selectionOutputs: false }), BEFORE);
+    const before = runGraph(graph, feeds);
+    const nodes = graph.nodes.length;
+    const c = ctx();
+    expect(mergeContractions.run(graph, c).changed).toBe(true);
+    verifyGraph(graph);
+    expect(c.stats).toEqual({ "masks-lifted": 1 });
+    expect(graph.nodes.length).toBe(nodes - 1);
+    expect(graph.nodes.filter((n) => n.op === "ReduceSum")).toHaveLength(0);
+    const after = runGraph(graph, feeds);
+    expect(Array.from(after["ctr"]!.data as Float32Array)).toEqual(Array.from(before["ctr"]!.data as Float32Array));
+  });
+});
+
 describe.each(FUSION_MODELS)("$name", ({ spec }) => {
   it("-O2 without selection outputs matches the reference (rows with a reference near-tie excused)", () => {
     const weights = randomWeights(spec, 37);
