@@ -74,6 +74,10 @@ describe("runParity", () => {
     ]);
     expect(r.problems).toEqual([]);
     expect(r.attribution).toEqual([]);
+    // the two runs gave the same bits: the second is judged as the first, under its own name
+    expect(r.comparisons[1]).toMatchObject({ baseline: "reference", candidate: "cpu:all" });
+    expect(r.comparisons[1]!.outputs).toEqual(r.comparisons[0]!.outputs);
+    expect(r.comparisons[1]!.selections).toEqual(r.comparisons[0]!.selections);
     const ctr = r.comparisons[0]!.outputs[0]!;
     expect(ctr.abs.max).toBeLessThan(1e-7);
     expect(ctr.rmse?.pass).toBe(true);
