@@ -45,6 +45,7 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "merge-contractions", // after top-one-as-argmax: a two-gate layer's Zi and gate gap in one MatMul + Split
       "flatten-concats", // [x0; emb(s_0)] for the first gate and x0 for its experts: one Concat
       "streams-block-diagonal", // the stacked towers as 2-D Gemm layers over [B, T·D]
+      "bias-into-lookup", // the stacked gates' bias Adds into their MatMuls, through a ones column of the scenario table
       "cse",
       "dce",
     ],
