@@ -73,3 +73,14 @@ export function isOpKind(s: string): s is OpKind {
 /** Attribute values: ints, floats, int lists, strings. */
 export type AttrValue = number | number[] | string;
 export type Attrs = Record<string, AttrValue>;
+
+/**
+ * Ops applied element by element with numpy broadcasting (Clip included: its bounds are
+ * scalars): an extra leading axis, or a value that is the same on every row, passes through
+ * them unchanged. Passes that move axes or values through ops use this list.
+ */
+export const ELEMENTWISE_OPS: ReadonlySet<OpKind> = new Set<OpKind>([
+  "Add", "Sub", "Mul", "Div", "Max", "Min", "Clip",
+  "Less", "Greater", "GreaterOrEqual", "Equal", "And", "Or", "Not", "Where",
+  "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "Erf", "Gelu", "Cast",
+]);

@@ -15,14 +15,11 @@
 
 import type { Graph, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
-import type { OpKind } from "../ir/ops.ts";
+import { ELEMENTWISE_OPS, type OpKind } from "../ir/ops.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { type Pass, bump } from "./pass.ts";
 
-const ELEMENTWISE = new Set<OpKind>([
-  "Add", "Sub", "Mul", "Div", "Max", "Min", "Where", "Less", "Greater", "GreaterOrEqual", "Equal", "And", "Or", "Not",
-  "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "Erf", "Gelu", "Cast",
-]);
+const ELEMENTWISE = ELEMENTWISE_OPS;
 const REDUCE = new Set<OpKind>(["ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean", "ReduceLogSumExp"]);
 
 /** Whether Unsqueeze(v, [a]) can be had without an Unsqueeze (see the header); below the root, every value is read once. */

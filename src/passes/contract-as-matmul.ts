@@ -18,7 +18,7 @@ import { eliminateDeadCode } from "./dce.ts";
 import { type Pass, bump } from "./pass.ts";
 
 /** `t` [.., G, 1] → [.., 1, G] (the last two axes swapped; the data is the same for a column). */
-function swapLastTwo(t: Tensor): Tensor {
+export function swapLastTwo(t: Tensor): Tensor {
   const shape = [...t.shape];
   const r = shape.length;
   [shape[r - 2], shape[r - 1]] = [shape[r - 1]!, shape[r - 2]!];
@@ -26,7 +26,7 @@ function swapLastTwo(t: Tensor): Tensor {
 }
 
 /** The row form of a weight column %c [.., G, 1]: a constant, or a Gather of a constant table. */
-function rowOf(g: Graph, c: Value, scope: string): Value | null {
+export function rowOf(g: Graph, c: Value, scope: string): Value | null {
   const shape = c.type.shape;
   if (shape.length < 3 || shape[shape.length - 1] !== 1 || c.type.dtype !== "float32") return null;
   if (c.isConstant) return g.addConstant(`${c.name}.row`, swapLastTwo(c.data!));

@@ -19,16 +19,9 @@
 import type { Tensor } from "../core/tensor.ts";
 import type { Graph, Node, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
+import { rowOf } from "./contract-as-matmul.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { type Pass, bump } from "./pass.ts";
-
-/** Last two axes swapped (a column [.., G, 1] as a row [.., 1, G]; the data is the same). */
-function asRow(t: Tensor): Tensor {
-  const shape = [...t.shape];
-  const r = shape.length;
-  [shape[r - 2], shape[r - 1]] = [shape[r - 1]!, shape[r - 2]!];
-  return { ...t, shape };
-}
 
 const isArg = (n: Node) => (n.op === "ArgMax" || n.op === "ArgMin") && attrInt(n.attrs, "keepdims", 1) === 1;
 
@@ -46,19 +39,6 @@ function argReaders(g: Graph, v: Value): Node[] | null {
     } else return null;
   }
   return out;
-}
-
-/** A weight column [.., G, 1]: constant, or Gather(constant table, index). Its row form, or null. */
-function rowOf(g: Graph, c: Value, scope: string): Value | null {
-  const s = c.type.shape;
-  if (s.length < 3 || s[s.length - 1] !== 1 || c.type.dtype !== "float32") return null;
-  if (c.isConstant) return g.addConstant(`${c.name}.row`, asRow(c.data!));
-  const p = c.producer;
-  if (p && p.op === "Gather" && attrInt(p.attrs, "axis", 0) === 0 && p.inputs[0]!.isConstant && p.inputs[1]!.type.shape.length === 1) {
-    const table = g.addConstant(`${p.inputs[0]!.name}.row`, asRow(p.inputs[0]!.data!));
-    return g.op("Gather", [table, p.inputs[1]!], { axis: 0 }, { scope, names: [`${c.name}.row`] });
-  }
-  return null;
 }
 
 /** Step 1: s = ReduceSum(Mul(Z, c), [−2]) read by Arg ops → MatMul(c_row, Z), the Arg ops with keepdims 0. */

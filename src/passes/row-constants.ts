@@ -21,16 +21,13 @@ import { KERNELS } from "../backends/interp/kernels.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { Graph, Node, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, inferTypes, normAxis } from "../ir/infer.ts";
-import type { OpKind } from "../ir/ops.ts";
+import { ELEMENTWISE_OPS, type OpKind } from "../ir/ops.ts";
 import { sameType } from "../ir/types.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { scalarOf } from "./mixture.ts";
 import { type Pass, bump } from "./pass.ts";
 
-const ELEMENTWISE = new Set<OpKind>([
-  "Add", "Sub", "Mul", "Div", "Max", "Min", "Less", "Greater", "GreaterOrEqual", "Equal", "And", "Or", "Not", "Where",
-  "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Relu", "Tanh", "Sigmoid", "Cast",
-]);
+const ELEMENTWISE = ELEMENTWISE_OPS;
 
 /** A leading symbolic batch dim. */
 function batchLeading(v: Value): boolean {

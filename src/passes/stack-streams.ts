@@ -24,15 +24,12 @@
 import type { Tensor } from "../core/tensor.ts";
 import type { Graph, Node, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
-import type { Attrs, OpKind } from "../ir/ops.ts";
+import { type Attrs, ELEMENTWISE_OPS, type OpKind } from "../ir/ops.ts";
 import { sameType } from "../ir/types.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { type Pass, type PassContext, bump } from "./pass.ts";
 
-const ELEMENTWISE = new Set<OpKind>([
-  "Add", "Sub", "Mul", "Div", "Max", "Min", "Less", "Greater", "GreaterOrEqual", "Equal", "And", "Or", "Not", "Where",
-  "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "Erf", "Gelu", "Cast",
-]);
+const ELEMENTWISE = ELEMENTWISE_OPS;
 
 /** A stream-stacked value [T, …original shape], or a value every stream shares. */
 type Stacked = { kind: "stacked"; value: Value } | { kind: "shared"; value: Value } | { kind: "constants"; values: Value[] };

@@ -11,14 +11,11 @@ import { KERNELS } from "../backends/interp/kernels.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { Graph, Node, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
-import type { OpKind } from "../ir/ops.ts";
+import { ELEMENTWISE_OPS, type OpKind } from "../ir/ops.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { type Pass, bump } from "./pass.ts";
 
-const ELEMENTWISE = new Set<OpKind>([
-  "Add", "Sub", "Mul", "Div", "Max", "Min", "Less", "Greater", "GreaterOrEqual", "Equal", "And", "Or", "Not", "Where",
-  "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Cast",
-]);
+const ELEMENTWISE = ELEMENTWISE_OPS;
 
 /** A tabulated value: which index it is a function of, and its rows for index 0 … S−1. */
 interface Table {
