@@ -186,7 +186,7 @@ export function parityReportHtml(r: ParityResult, ctx: ReportContext): string {
       `Rule: an element fails when its absolute and relative errors both exceed tolerance (${Object.entries(r.tolerances)
         .map(([n, t]) => `${esc(n)}: atol ${t.atol}, rtol ${t.rtol}`)
         .join("; ")}); selection near-tie margin &lt; ${r.nearTie}; ` +
-      "float32-limited (a failing element is excused): the float32 reference strays beyond a tenth of the tolerance; " +
+      "float32-limited (a failing element is excused): the float32 reference, or the reference one ulp away, strays beyond a tenth of the tolerance; " +
       (r.fp32Rows ? `rmse ≤ ${r.rmseMultiplier} × float32-reference rmse + atol/10 over ${r.fp32Rows} rows.` : "rmse check off.") +
       `</p>`,
   );

@@ -131,7 +131,7 @@ export function formatParityReport(r: ParityResult, ctx: ReportContext): string 
   const rule =
     `an element fails when abs and rel error both exceed tolerance (${toleranceText(r)}); ` +
     `near-tie: selection margin < ${r.nearTie}; ` +
-    "float32-limited (a failing element is excused): the float32 reference strays beyond a tenth of the tolerance; " +
+    "float32-limited (a failing element is excused): the float32 reference, or the reference one ulp away, strays beyond a tenth of the tolerance; " +
     (r.fp32Rows ? `rmse ≤ ${r.rmseMultiplier}×float32 rmse + atol/10` : "rmse check off");
   out.push(
     "columns: excused rows = near-tie + float32-limited rows (how many of them beyond tolerance), not judged; min atol = smallest atol that passes at this rtol",

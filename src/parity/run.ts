@@ -24,6 +24,7 @@ import {
   sameFiniteValues,
   selectionDiff,
 } from "./compare.ts";
+import { perturbed } from "./conditioning.ts";
 import { headBatch, int64ToNumbers, scenarioCoverage, scenarioOfRow, sliceBatch } from "./inputs.ts";
 import { type ProgressSink, silentProgress } from "./progress.ts";
 import { PRECISION_DEFAULTS, type ParityPrecision, type Tolerance } from "./tolerance.ts";
@@ -277,6 +278,8 @@ interface Float32Evidence {
   known: Uint8Array;
   outputs: Record<string, Float64Array>;
   selectionDiffers: Map<string, Uint8Array>;
+  /** The float64 reference one ulp away (conditioning.ts), on failing rows; NaN elsewhere. */
+  perturbed: Record<string, Float64Array>;
 }
 
 function newEvidence(spec: ModelSpec, traces: LayerTrace[], rows: number): Float32Evidence {
@@ -284,7 +287,17 @@ function newEvidence(spec: ModelSpec, traces: LayerTrace[], rows: number): Float
     known: new Uint8Array(rows),
     outputs: Object.fromEntries(spec.tasks.map((t) => [t.name, new Float64Array(rows).fill(NaN)])),
     selectionDiffers: new Map(traces.map((l) => [l.path, new Uint8Array(rows)])),
+    perturbed: Object.fromEntries(spec.tasks.map((t) => [t.name, new Float64Array(rows).fill(NaN)])),
   };
+}
+
+/** Rows where some run's output is beyond tolerance (bounded like the suspects). */
+function failingRows(spec: ModelSpec, ref: { outputs: Record<string, Float64Array> }, runs: RunOutputs[], rows: number, tolerances: Record<string, Tolerance>): number[] {
+  const mark = new Uint8Array(rows);
+  for (const run of runs) for (const t of spec.tasks) markBeyondTolerance(ref.outputs[t.name]!, run.values[t.name]!, tolerances[t.name]!, rows, mark);
+  const out: number[] = [];
+  for (let r = 0; r < rows && out.length < MAX_SUSPECT_ROWS; r++) if (mark[r]) out.push(r);
+  return out;
 }
 
 /** Record a float32 evaluation of rows `idx` (row i of `f32` is batch row idx[i]). */
@@ -388,19 +401,26 @@ function excuseNearTies(margin: Float64Array, nearTie: number, rows: number, exc
   for (let r = 0; r < rows; r++) if (margin[r]! < nearTie) excused[r] = EXCUSED_NEAR_TIE;
 }
 
-/** Excuse the failing elements that are float32-limited, among rows the float32 reference evaluated. */
+/**
+ * Excuse the failing elements that are float32-limited: among rows the float32 reference
+ * evaluated, where it strays beyond a tenth of the tolerance, or where the reference one ulp
+ * away (perturbed; NaN where not evaluated) does.
+ */
 function excuseFloat32Limited(
   ref: Float64Array,
   got: Float32Array,
   f32: Float64Array,
   known: Uint8Array,
+  perturbed: Float64Array,
   tol: Tolerance,
   rows: number,
   excused: Uint8Array,
 ): void {
-  for (let r = 0; r < rows; r++)
-    if (excused[r] === 0 && known[r] === 1 && exceedsTolerance(ref[r]!, got[r]!, tol) && float32Limited(ref[r]!, f32[r]!, tol))
-      excused[r] = EXCUSED_FLOAT32;
+  for (let r = 0; r < rows; r++) {
+    if (excused[r] !== 0 || !exceedsTolerance(ref[r]!, got[r]!, tol)) continue;
+    const p = perturbed[r]!;
+    if ((known[r] === 1 && float32Limited(ref[r]!, f32[r]!, tol)) || (!Number.isNaN(p) && float32Limited(ref[r]!, p, tol))) excused[r] = EXCUSED_FLOAT32;
+  }
 }
 
 /** The RMSE check leaves out near-tie rows and rows where float32 selects differently. */
@@ -511,7 +531,7 @@ function compareRuns(
       if (d) excuseFlips(d, rows, excused);
       else excuseNearTies(trace.margin, ctx.nearTie, rows, excused);
     }
-    if (!baselineRun) excuseFloat32Limited(ref.outputs[t.name]!, got, ev.outputs[t.name]!, ev.known, tol, rows, excused);
+    if (!baselineRun) excuseFloat32Limited(ref.outputs[t.name]!, got, ev.outputs[t.name]!, ev.known, ev.perturbed[t.name]!, tol, rows, excused);
     const m = compareOutput({ name: t.name, reference: baseline, candidate: got, tolerance: tol, excused, worst: ctx.worst });
     for (const w of m.worst) w.scenario = scenarioOfRow(spec, batch, w.row);
     if (!baselineRun && ctx.rmse) {
@@ -790,6 +810,21 @@ export async function runParity(spec: ModelSpec, weights: Weights, onnxPath: str
     addEvidence(evidence, ref, f32, (i) => suspects[i]!, suspects.length);
     suspectSeconds = (performance.now() - t) / 1000;
     fp32Seconds += suspectSeconds;
+  }
+  // failing rows again in float64, one ulp away: how far rounding alone moves them
+  const failing = failingRows(spec, ref, runs, rows, tolerances);
+  if (failing.length) {
+    const t = performance.now();
+    const near = perturbed(spec, weights, gatherRows(batch, failing));
+    const moved = evaluateChunked(spec, near.weights, near.batch, "float64", chunk, () => {});
+    for (const task of spec.tasks) {
+      const dst = evidence.perturbed[task.name]!;
+      const src = moved.outputs[task.name]!;
+      failing.forEach((r, i) => (dst[r] = src[i]!));
+    }
+    const seconds = (performance.now() - t) / 1000;
+    suspectSeconds += seconds;
+    fp32Seconds += seconds;
   }
   // a run whose outputs equal an earlier run's bit for bit is judged as that one was
   const twinOf = runs.map((run, i) => runs.slice(0, i).find((other) => sameOutputs(other, run)) ?? null);
