@@ -259,6 +259,20 @@ export async function runCase(c: FuzzCase, opts: RunCaseOptions): Promise<CaseRe
   const opsets = opts.opsets ?? c.options.opsets;
   const passOptions = { nearTieRewrites: c.options.nearTieRewrites, sparseDispatch: c.options.sparseDispatch };
   let targets = 0;
+  /** Run the ONNX at `path` in onnxruntime (CPU) and compare; a failure to open or run is a crash. */
+  const runOnnxruntime = async (target: Target, path: string): Promise<void> => {
+    try {
+      // One intra-op thread: session start-up dominates a fuzz case, and a pool per session costs most of it.
+      const session = await openSession(path, { optimization: c.options.ortOptimization, threads: 1 });
+      try {
+        compareOutputs(target, await session.run(p.batch), p.ref, p.spec, p.skip, mismatches);
+      } finally {
+        await session.close();
+      }
+    } catch (e) {
+      mismatches.push({ ...target, kind: "crash", message: firstLine(e) });
+    }
+  };
 
   for (const level of levels) {
     let graph: Graph;
@@ -291,18 +305,7 @@ export async function runCase(c: FuzzCase, opts: RunCaseOptions): Promise<CaseRe
         continue;
       }
       targets++;
-      const ortTarget: Target = { target: `ort -O${level} opset ${opset}`, level, opset };
-      try {
-        // One intra-op thread: session start-up dominates a fuzz case, and a pool per session costs most of it.
-        const session = await openSession(path, { optimization: c.options.ortOptimization, threads: 1 });
-        try {
-          compareOutputs(ortTarget, await session.run(p.batch), p.ref, p.spec, p.skip, mismatches);
-        } finally {
-          await session.close();
-        }
-      } catch (e) {
-        mismatches.push({ ...ortTarget, kind: "crash", message: firstLine(e) });
-      }
+      await runOnnxruntime({ target: `ort -O${level} opset ${opset}`, level, opset }, path);
       if (opts.readback === false) continue;
       targets++;
       const rbTarget: Target = { target: `readback -O${level} opset ${opset}`, level, opset };
@@ -337,12 +340,7 @@ export async function runCase(c: FuzzCase, opts: RunCaseOptions): Promise<CaseRe
         writeOnnx(path, graph);
         opts.checkFile?.(path, 17);
         targets++;
-        const session = await openSession(path, { optimization: c.options.ortOptimization, threads: 1 });
-        try {
-          compareOutputs(ortServed, await session.run(p.batch), p.ref, p.spec, p.skip, mismatches);
-        } finally {
-          await session.close();
-        }
+        await runOnnxruntime(ortServed, path);
       } catch (e) {
         mismatches.push({ ...ortServed, kind: "crash", message: firstLine(e) });
       }
