@@ -21,6 +21,7 @@ import {
   float32Limited,
   relativeError,
 } from "./parity/compare.ts";
+import { perturbed } from "./parity/conditioning.ts";
 import { generateInputs, scenarioOfRow } from "./parity/inputs.ts";
 import type { Pass, PassOptions } from "./passes/pass.ts";
 import { type BisectResult, type OptLevel, bisectPasses } from "./passes/pipeline.ts";
@@ -99,6 +100,8 @@ export interface BisectReport {
 interface Float32Evidence {
   outputs: Record<string, Float64Array>;
   selectionDiffers: Map<string, Uint8Array>;
+  /** The float64 reference one float32 ulp away (parity/conditioning.ts). */
+  perturbed: Record<string, Float64Array>;
 }
 
 function float32Evidence(spec: ModelSpec, weights: Weights, batch: InputBatch, ref: LayerTrace[]): Float32Evidence {
@@ -115,7 +118,8 @@ function float32Evidence(spec: ModelSpec, weights: Weights, batch: InputBatch, r
         }
     selectionDiffers.set(l.path, d);
   });
-  return { outputs: f32.outputs, selectionDiffers };
+  const near = perturbed(spec, weights, batch);
+  return { outputs: f32.outputs, selectionDiffers, perturbed: evaluateReference(spec, near.weights, near.batch).outputs };
 }
 
 /** The aesm mask of the layer at `path` (null for other policies). */
@@ -136,7 +140,8 @@ const sci = (x: number) => (Number.isFinite(x) ? (x === 0 ? "0" : x.toExponentia
  * The check of one prefix, as the parity harness judges a run against the reference (its gating
  * comparison, less the RMSE gate): every task output within atol on every row not excused, and
  * no layer selecting other experts with a clear reference margin. Excused rows: a selection flipped
- * on a near-tie, or a failing output that is float32-limited (parity's float32Limited rule); `exclude`
+ * on a near-tie, or a failing output that is float32-limited (parity's float32Limited rule, on the
+float32 evaluation and on the reference one ulp away); `exclude`
  * adds rows to the latter class (bisect: rows the lowered graph itself misses in float32).
  */
 export function prefixChecker(
@@ -200,6 +205,7 @@ export function prefixChecker(
       const a = ref.outputs[t.name]!;
       const b = got[t.name]!.data as Float32Array;
       const f32 = ev.outputs[t.name]!;
+      const moved = ev.perturbed[t.name]!;
       const excused = new Uint8Array(rows);
       for (const trace of ref.layers) {
         if (!feedsTask(trace.path, t.name)) continue;
@@ -217,7 +223,7 @@ export function prefixChecker(
       };
       for (let r = 0; r < rows; r++) {
         if (excused[r] || !fails(a[r]!, b[r]!)) continue;
-        if (float32Limited(a[r]!, f32[r]!, tol) || exclude?.[r]) excused[r] = EXCUSED_FLOAT32;
+        if (float32Limited(a[r]!, f32[r]!, tol) || float32Limited(a[r]!, moved[r]!, tol) || exclude?.[r]) excused[r] = EXCUSED_FLOAT32;
         else failingRows[r] = 1;
       }
       return compareOutput({ name: t.name, reference: a, candidate: b, tolerance: tol, excused, worst: 1 });
