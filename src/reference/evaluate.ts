@@ -450,163 +450,28 @@ class Workspace {
 // rows and four outputs at a time (eight sums; an odd last row is paired with itself).
 
 /**
- * The float64 unit layer act(BN(Linear(x))) with act relu or none (`relu`), where
  * Linear(x)[r, o] = Σ_k x[i, k]·W[o, k] + b[o] (MODEL.md §2, PyTorch layout) for i = rows[r]
- * (a block of gathered rows, read in place) or i = r when rows is null. The bias, batch norm
- * and relu of each sum are applied as it is written, with the operations of the separate
- * passes (applyBatchNorm, applyActivation). wasm-unit.ts runs the same sums with SIMD.
+ * (a block of gathered rows, read in place) or i = r when rows is null: one sequential sum
+ * over k per output, then the bias. `f32`: the float32 emulation, every product and every
+ * partial sum rounded. The JavaScript kernel, used where WebAssembly is not (wasm-unit.ts runs
+ * the same sums in the same order with SIMD, bit for bit).
  */
-function unitFloat64(
-  { inW, outW, weight, bias }: Linear,
-  bn: BatchNorm | null,
-  relu: boolean,
-  x: Float64Array,
-  rows: Int32Array | null,
-  n: number,
-  out: Float64Array,
-): void {
-  for (let r = 0; r < n; r += 2) {
-    const xa = (rows === null ? r : rows[r]!) * inW;
-    const xb = r + 1 < n ? (rows === null ? r + 1 : rows[r + 1]!) * inW : xa;
-    const oa = r * outW;
-    const ob = r + 1 < n ? oa + outW : oa;
-    let o = 0;
-    for (; o + 3 < outW; o += 4) {
-      const w0 = o * inW;
-      const w1 = w0 + inW;
-      const w2 = w1 + inW;
-      const w3 = w2 + inW;
-      let a0 = 0;
-      let a1 = 0;
-      let a2 = 0;
-      let a3 = 0;
-      let b0 = 0;
-      let b1 = 0;
-      let b2 = 0;
-      let b3 = 0;
-      for (let k = 0; k < inW; k++) {
-        const u = x[xa + k]!;
-        const v = x[xb + k]!;
-        const p0 = weight[w0 + k]!;
-        const p1 = weight[w1 + k]!;
-        const p2 = weight[w2 + k]!;
-        const p3 = weight[w3 + k]!;
-        a0 += u * p0;
-        a1 += u * p1;
-        a2 += u * p2;
-        a3 += u * p3;
-        b0 += v * p0;
-        b1 += v * p1;
-        b2 += v * p2;
-        b3 += v * p3;
-      }
-      out[oa + o] = finish64(a0, o, bias, bn, relu);
-      out[oa + o + 1] = finish64(a1, o + 1, bias, bn, relu);
-      out[oa + o + 2] = finish64(a2, o + 2, bias, bn, relu);
-      out[oa + o + 3] = finish64(a3, o + 3, bias, bn, relu);
-      out[ob + o] = finish64(b0, o, bias, bn, relu);
-      out[ob + o + 1] = finish64(b1, o + 1, bias, bn, relu);
-      out[ob + o + 2] = finish64(b2, o + 2, bias, bn, relu);
-      out[ob + o + 3] = finish64(b3, o + 3, bias, bn, relu);
-    }
-    for (; o < outW; o++) {
-      const w0 = o * inW;
-      let a0 = 0;
-      let b0 = 0;
-      for (let k = 0; k < inW; k++) {
-        const p = weight[w0 + k]!;
-        a0 += x[xa + k]! * p;
-        b0 += x[xb + k]! * p;
-      }
-      out[oa + o] = finish64(a0, o, bias, bn, relu);
-      out[ob + o] = finish64(b0, o, bias, bn, relu);
-    }
-  }
-}
-
-/** One sum of unitFloat64, channel o: + b[o], then BN (applyBatchNorm's operations), then relu. */
-function finish64(sum: number, o: number, bias: Float64Array | null, bn: BatchNorm | null, relu: boolean): number {
-  let y = bias === null ? sum : sum + bias[o]!;
-  if (bn !== null) y = bn.gamma[o]! * ((y - bn.mean[o]!) / bn.denom[o]!) + bn.beta[o]!;
-  return relu && y < 0 ? 0 : y; // relu keeps NaN (and −0), as applyActivation's does
-}
-
-/** Float32 emulation of the same: every product and every partial sum rounded. */
-function linearFloat32({ inW, outW, weight, bias }: Linear, x: Float64Array, rows: Int32Array | null, n: number, out: Float64Array): void {
+function linearJs({ inW, outW, weight, bias }: Linear, x: Float64Array, rows: Int32Array | null, n: number, out: Float64Array, f32: boolean): void {
   const fr = Math.fround;
-  for (let r = 0; r < n; r += 2) {
+  for (let r = 0; r < n; r++) {
     const xa = (rows === null ? r : rows[r]!) * inW;
-    const xb = r + 1 < n ? (rows === null ? r + 1 : rows[r + 1]!) * inW : xa;
     const oa = r * outW;
-    const ob = r + 1 < n ? oa + outW : oa;
-    let o = 0;
-    for (; o + 3 < outW; o += 4) {
-      const w0 = o * inW;
-      const w1 = w0 + inW;
-      const w2 = w1 + inW;
-      const w3 = w2 + inW;
-      let a0 = 0;
-      let a1 = 0;
-      let a2 = 0;
-      let a3 = 0;
-      let b0 = 0;
-      let b1 = 0;
-      let b2 = 0;
-      let b3 = 0;
-      for (let k = 0; k < inW; k++) {
-        const u = x[xa + k]!;
-        const v = x[xb + k]!;
-        const p0 = weight[w0 + k]!;
-        const p1 = weight[w1 + k]!;
-        const p2 = weight[w2 + k]!;
-        const p3 = weight[w3 + k]!;
-        a0 = fr(a0 + fr(u * p0));
-        a1 = fr(a1 + fr(u * p1));
-        a2 = fr(a2 + fr(u * p2));
-        a3 = fr(a3 + fr(u * p3));
-        b0 = fr(b0 + fr(v * p0));
-        b1 = fr(b1 + fr(v * p1));
-        b2 = fr(b2 + fr(v * p2));
-        b3 = fr(b3 + fr(v * p3));
+    for (let o = 0; o < outW; o++) {
+      const w = o * inW;
+      let acc = 0;
+      if (f32) {
+        for (let k = 0; k < inW; k++) acc = fr(acc + fr(x[xa + k]! * weight[w + k]!));
+        if (bias !== null) acc = fr(acc + bias[o]!);
+      } else {
+        for (let k = 0; k < inW; k++) acc += x[xa + k]! * weight[w + k]!;
+        if (bias !== null) acc += bias[o]!;
       }
-      if (bias !== null) {
-        const c0 = bias[o]!;
-        const c1 = bias[o + 1]!;
-        const c2 = bias[o + 2]!;
-        const c3 = bias[o + 3]!;
-        a0 = fr(a0 + c0);
-        a1 = fr(a1 + c1);
-        a2 = fr(a2 + c2);
-        a3 = fr(a3 + c3);
-        b0 = fr(b0 + c0);
-        b1 = fr(b1 + c1);
-        b2 = fr(b2 + c2);
-        b3 = fr(b3 + c3);
-      }
-      out[oa + o] = a0;
-      out[oa + o + 1] = a1;
-      out[oa + o + 2] = a2;
-      out[oa + o + 3] = a3;
-      out[ob + o] = b0;
-      out[ob + o + 1] = b1;
-      out[ob + o + 2] = b2;
-      out[ob + o + 3] = b3;
-    }
-    for (; o < outW; o++) {
-      const w0 = o * inW;
-      let a0 = 0;
-      let b0 = 0;
-      for (let k = 0; k < inW; k++) {
-        const p = weight[w0 + k]!;
-        a0 = fr(a0 + fr(x[xa + k]! * p));
-        b0 = fr(b0 + fr(x[xb + k]! * p));
-      }
-      if (bias !== null) {
-        a0 = fr(a0 + bias[o]!);
-        b0 = fr(b0 + bias[o]!);
-      }
-      out[oa + o] = a0;
-      out[ob + o] = b0;
+      out[oa + o] = acc;
     }
   }
 }
@@ -627,9 +492,10 @@ function applyBatchNorm(bn: BatchNorm, y: Float64Array, n: number, width: number
 }
 
 /**
- * One unit layer, act(BN(Linear(x))), into `out`; x's rows as in unitFloat64. The WebAssembly
- * kernel (when the layer is uploaded to ws.engine) and the float64 JS kernel apply batch norm
- * and relu to each sum as it is written; other activations follow as a pass.
+ * One unit layer, act(BN(Linear(x))), into `out`; x's rows as in linearJs. The WebAssembly
+ * kernel (when the layer is uploaded to ws.engine) applies batch norm and relu to each sum as
+ * it is written; the JavaScript kernel as passes (the same operations); other activations
+ * follow as a pass.
  */
 function applyUnit(layer: UnitLayer, x: Float64Array, rows: Int32Array | null, n: number, f32: boolean, out: Float64Array, ws: Workspace): void {
   const relu = layer.act === "relu";
@@ -639,19 +505,14 @@ function applyUnit(layer: UnitLayer, x: Float64Array, rows: Int32Array | null, n
     if (!fused) applyActivation(layer.act, out, n * layer.linear.outW, f32);
     return;
   }
-  if (!f32) {
-    unitFloat64(layer.linear, layer.bn, relu, x, rows, n, out);
-    if (!fused) applyActivation(layer.act, out, n * layer.linear.outW, f32);
-    return;
-  }
-  linearFloat32(layer.linear, x, rows, n, out);
+  linearJs(layer.linear, x, rows, n, out, f32);
   if (layer.bn) applyBatchNorm(layer.bn, out, n, layer.linear.outW, f32);
   applyActivation(layer.act, out, n * layer.linear.outW, f32);
 }
 
 /**
  * A stack of unit layers (an expert MLP, a gate, a tower MLP) over the rows of x (as in
- * unitFloat64). The result lies in ws.ping or ws.pong (read it before the next stack runs),
+ * linearJs). The result lies in ws.ping or ws.pong (read it before the next stack runs),
  * or is x itself when the stack is empty (rows must then be null).
  */
 function applyStack(layers: UnitLayer[], x: Float64Array, rows: Int32Array | null, n: number, f32: boolean, ws: Workspace): Float64Array {
