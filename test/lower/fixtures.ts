@@ -126,14 +126,22 @@ export function randomWeights(spec: ModelSpec, seed: number): Weights {
   return weights;
 }
 
-/** A batch of `rows` rows; categorical ids include out-of-range ones (−1, vocab, large) on some rows. */
-export function randomBatch(spec: ModelSpec, rows: number, seed: number): InputBatch {
+/**
+ * A batch of `rows` rows; categorical ids include out-of-range ones (−1, vocab, large) on some
+ * rows unless `outOfRange` is false (then every id is in [0, vocab)).
+ */
+export function randomBatch(spec: ModelSpec, rows: number, seed: number, opts: { outOfRange?: boolean } = {}): InputBatch {
   const rng = new Rng(seed);
+  const outOfRange = opts.outOfRange ?? true;
   const features: InputBatch["features"] = {};
   for (const f of spec.features) {
     if (f.kind === "categorical") {
       const ids = new BigInt64Array(rows);
       for (let r = 0; r < rows; r++) {
+        if (!outOfRange) {
+          ids[r] = BigInt(rng.int(0, f.vocab));
+          continue;
+        }
         const u = rng.next();
         ids[r] = u < 0.05 ? -1n : u < 0.1 ? BigInt(f.vocab) : u < 0.12 ? 1n << 40n : u < 0.14 ? -(1n << 50n) : BigInt(rng.int(0, f.vocab));
       }

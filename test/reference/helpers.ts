@@ -6,6 +6,7 @@ import { type Weights, canonicalLayout } from "../../src/weights/layout.ts";
 import type { InputBatch } from "../../src/core/batch.ts";
 import { f32 } from "../../src/core/tensor.ts";
 import { Rng } from "../../src/core/random.ts";
+import { randomBatch as lowerRandomBatch } from "../lower/fixtures.ts";
 
 export function mlp(units: number[], act: Activation = "relu", batchNorm = false, bias = !batchNorm): MlpSpec {
   return { kind: "mlp", units, act, batchNorm, bias };
@@ -107,26 +108,7 @@ export function randomWeights(spec: ModelSpec, seed: number): Weights {
 
 /** Random inputs; categorical ids in [0, vocab), scenario indices in [0, S_l). */
 export function randomBatch(spec: ModelSpec, rows: number, seed: number): InputBatch {
-  const rng = new Rng(seed);
-  const features: InputBatch["features"] = {};
-  for (const f of spec.features) {
-    if (f.kind === "categorical") {
-      const ids = new BigInt64Array(rows);
-      for (let r = 0; r < rows; r++) ids[r] = BigInt(rng.int(0, f.vocab));
-      features[f.name] = ids;
-    } else {
-      const x = new Float32Array(rows * f.dim);
-      for (let i = 0; i < x.length; i++) x[i] = rng.normal();
-      features[f.name] = x;
-    }
-  }
-  const scenarios: InputBatch["scenarios"] = {};
-  for (const l of spec.scenarios) {
-    const s = new BigInt64Array(rows);
-    for (let r = 0; r < rows; r++) s[r] = BigInt(rng.int(0, l.values.length));
-    scenarios[l.name] = s;
-  }
-  return { rows, features, scenarios };
+  return lowerRandomBatch(spec, rows, seed, { outOfRange: false });
 }
 
 export const ids = (xs: number[]): BigInt64Array => BigInt64Array.from(xs.map((x) => BigInt(x)));
