@@ -17,54 +17,35 @@
 //   3. Z[:, i, :] for a constant one-hot i: ReduceSum(Mul(Z, onehot), [1]) → Gather(Z, i,
 //      axis 1), exact (the other terms are 0·Z = 0).
 
-import { KERNELS } from "../backends/interp/kernels.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { Graph, Node, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, inferTypes, normAxis } from "../ir/infer.ts";
-import { ELEMENTWISE_OPS, type OpKind } from "../ir/ops.ts";
+import { ELEMENTWISE_OPS } from "../ir/ops.ts";
 import { sameType } from "../ir/types.ts";
 import { eliminateDeadCode } from "./dce.ts";
+import { evaluateRows } from "./rowwise.ts";
 import { scalarOf } from "./mixture.ts";
 import { type Pass, bump } from "./pass.ts";
 
-const ELEMENTWISE = ELEMENTWISE_OPS;
 
 /** A leading symbolic batch dim. */
 function batchLeading(v: Value): boolean {
   return v.type.shape.length >= 1 && typeof v.type.shape[0] === "string";
 }
 
-/** The one-row shape of a [batch, …] value. */
-function oneRow(v: Value): number[] | null {
-  const rest = v.type.shape.slice(1);
-  return rest.every((d) => typeof d === "number") ? [1, ...(rest as number[])] : null;
-}
-
-function sameShape(t: Tensor, shape: number[]): boolean {
-  return t.shape.length === shape.length && t.shape.every((d, i) => d === shape[i]);
-}
-
 /** The one-row value of `n`'s single output, if `n` is row-constant given `known`; else null. */
 function evaluateRowConstant(n: Node, known: Map<Value, Tensor>): Tensor | null {
-  if (n.outputs.length !== 1 || !batchLeading(n.outputs[0]!)) return null;
-  const shape = oneRow(n.outputs[0]!);
-  if (!shape) return null;
-  // seed: an integer value times 0
-  if (n.op === "Mul" && !n.inputs.some((v) => known.has(v))) {
+  // seed: an integer [batch, …] value times 0
+  if (n.op === "Mul" && n.outputs.length === 1 && batchLeading(n.outputs[0]!) && !n.inputs.some((v) => known.has(v))) {
+    const rest = n.outputs[0]!.type.shape.slice(1);
+    if (!rest.every((d) => typeof d === "number")) return null;
+    const shape = [1, ...(rest as number[])];
     const [x, c] = scalarOf(n.inputs[1]!) === 0 ? n.inputs : [n.inputs[1]!, n.inputs[0]!];
     if (scalarOf(c!) !== 0 || (x!.type.dtype !== "int64" && x!.type.dtype !== "int32") || !batchLeading(x!)) return null;
-    const data = x!.type.dtype === "int64" ? new BigInt64Array(shape.reduce((a, b) => a * b, 1)) : new Int32Array(shape.reduce((a, b) => a * b, 1));
-    return { dtype: x!.type.dtype, shape, data };
+    const size = shape.reduce((a, b) => a * b, 1);
+    return { dtype: x!.type.dtype, shape, data: x!.type.dtype === "int64" ? new BigInt64Array(size) : new Int32Array(size) };
   }
-  if (!n.inputs.some((v) => known.has(v)) || !n.inputs.every((v) => known.has(v) || v.isConstant)) return null;
-  let ok = ELEMENTWISE.has(n.op) || n.op === "OneHot";
-  if (n.op === "Gather") ok = attrInt(n.attrs, "axis", 0) === 0 && n.inputs[0]!.isConstant && known.has(n.inputs[1]!);
-  if (n.op === "Unsqueeze") ok = !attrInts(n.attrs, "axes").some((a) => normAxis(a, n.outputs[0]!.type.shape.length) === 0);
-  if (!ok) return null;
-  // elementwise: a constant operand must not carry a batch-sized leading dim of its own
-  const ins = n.inputs.map((v) => known.get(v) ?? v.data!);
-  const [out] = KERNELS[n.op](ins, n.attrs);
-  return out && sameShape(out, shape) && out.dtype === n.outputs[0]!.type.dtype ? out : null;
+  return evaluateRows(n, (v) => known.get(v), 1, { gather: true });
 }
 
 interface GateSplit {
@@ -193,7 +174,7 @@ export const rowConstants: Pass = {
         }
         continue;
       }
-      if (!ELEMENTWISE.has(n.op)) continue;
+      if (!ELEMENTWISE_OPS.has(n.op)) continue;
       n.inputs.forEach((v, i) => {
         if (!known.has(v)) return;
         const types = n.inputs.map((x, j) => (j === i ? { dtype: x.type.dtype, shape: known.get(v)!.shape } : x.type));

@@ -7,15 +7,13 @@
 // computed it are then dead. Bit-identical for every index in [0, S) (the only ones a model
 // accepts: MODEL.md §1; the scenario embedding's Gather rejects the others already).
 
-import { KERNELS } from "../backends/interp/kernels.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { Graph, Node, Value } from "../ir/graph.ts";
-import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
-import { ELEMENTWISE_OPS, type OpKind } from "../ir/ops.ts";
+import { attrInt } from "../ir/infer.ts";
 import { eliminateDeadCode } from "./dce.ts";
+import { evaluateRows } from "./rowwise.ts";
 import { type Pass, bump } from "./pass.ts";
 
-const ELEMENTWISE = ELEMENTWISE_OPS;
 
 /** A tabulated value: which index it is a function of, and its rows for index 0 … S−1. */
 interface Table {
@@ -34,23 +32,12 @@ function domainOf(x: Value): number | null {
 }
 
 function tabulate(n: Node, known: Map<Value, Table>): Table | null {
-  if (n.outputs.length !== 1) return null;
   const tabled = n.inputs.filter((v) => known.has(v));
-  if (tabled.length === 0 || !n.inputs.every((v) => known.has(v) || v.isConstant)) return null;
-  const index = known.get(tabled[0]!)!.index;
+  if (tabled.length === 0) return null;
+  const { index, rows: first } = known.get(tabled[0]!)!;
   if (tabled.some((v) => known.get(v)!.index !== index)) return null;
-  const out = n.outputs[0]!;
-  const rank = out.type.shape.length;
-  let ok = ELEMENTWISE.has(n.op) || n.op === "OneHot";
-  if (n.op === "Unsqueeze") ok = !attrInts(n.attrs, "axes").some((a) => normAxis(a, rank) === 0);
-  if (!ok || typeof out.type.shape[0] !== "string") return null;
-  const rest = out.type.shape.slice(1);
-  if (!rest.every((d) => typeof d === "number")) return null;
-  const [rows] = KERNELS[n.op](n.inputs.map((v) => known.get(v)?.rows ?? v.data!), n.attrs);
-  const S = known.get(tabled[0]!)!.rows.shape[0]!;
-  const want = [S, ...(rest as number[])];
-  if (!rows || rows.dtype !== out.type.dtype || rows.shape.length !== want.length || rows.shape.some((d, i) => d !== want[i])) return null;
-  return { index, rows };
+  const rows = evaluateRows(n, (v) => known.get(v)?.rows, first.shape[0]!);
+  return rows ? { index, rows } : null;
 }
 
 export const tabulateIndex: Pass = {
