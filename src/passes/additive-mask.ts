@@ -16,7 +16,7 @@
 import type { Graph, Node, Value } from "../ir/graph.ts";
 import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
 import { eliminateDeadCode } from "./dce.ts";
-import { scalarOf } from "./mixture.ts";
+import { onlyUser, scalarOf } from "./mixture.ts";
 import { type Pass, bump } from "./pass.ts";
 
 interface MaskedLogits {
@@ -29,10 +29,6 @@ interface MaskedLogits {
   fill: number;
 }
 
-function only(graph: Graph, v: Value): Node | null {
-  return v.users.size === 1 && !graph.isGraphOutput(v) ? [...v.users][0]! : null;
-}
-
 /** Where(Greater(ReduceSum(OneHot(chosen, E), [a]), 0), Zi, fill), each intermediate read once. */
 function match(graph: Graph, where: Node): MaskedLogits | null {
   if (where.op !== "Where") return null;
@@ -41,12 +37,12 @@ function match(graph: Graph, where: Node): MaskedLogits | null {
   // the lowering's MASK_FILL (−1e30): far below any logit, finite
   if (fill === null || fill > -1e30 || !Number.isFinite(fill) || Zi.type.dtype !== "float32") return null;
   const gt = selV.producer;
-  if (!gt || gt.op !== "Greater" || scalarOf(gt.inputs[1]!) !== 0 || only(graph, selV) !== where) return null;
+  if (!gt || gt.op !== "Greater" || scalarOf(gt.inputs[1]!) !== 0 || onlyUser(graph, selV) !== where) return null;
   const sum = gt.inputs[0]!.producer;
-  if (!sum || sum.op !== "ReduceSum" || attrInt(sum.attrs, "keepdims", 1) !== 0 || only(graph, gt.inputs[0]!) !== gt) return null;
+  if (!sum || sum.op !== "ReduceSum" || attrInt(sum.attrs, "keepdims", 1) !== 0 || onlyUser(graph, gt.inputs[0]!) !== gt) return null;
   const hotV = sum.inputs[0]!;
   const hot = hotV.producer;
-  if (!hot || hot.op !== "OneHot" || hot.attrs["off"] !== undefined || hot.attrs["on"] !== undefined || only(graph, hotV) !== sum) return null;
+  if (!hot || hot.op !== "OneHot" || hot.attrs["off"] !== undefined || hot.attrs["on"] !== undefined || onlyUser(graph, hotV) !== sum) return null;
   const axes = attrInts(sum.attrs, "axes");
   const rank = hotV.type.shape.length;
   if (axes.length !== 1 || normAxis(axes[0]!, rank) !== rank - 2) return null; // summed over the chosen indices

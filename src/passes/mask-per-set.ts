@@ -11,12 +11,8 @@
 import type { Graph, Node } from "../ir/graph.ts";
 import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
 import { eliminateDeadCode } from "./dce.ts";
+import { onlyUser } from "./mixture.ts";
 import { type Pass, bump } from "./pass.ts";
-
-function only(g: Graph, n: Node): Node | null {
-  const v = n.outputs[0]!;
-  return v.users.size === 1 && !g.isGraphOutput(v) ? [...v.users][0]! : null;
-}
 
 export const maskPerSet: Pass = {
   id: "mask-per-set",
@@ -28,9 +24,9 @@ export const maskPerSet: Pass = {
       const rank = c.outputs[0]!.type.shape.length;
       if (normAxis(attrInt(c.attrs, "axis"), rank) !== rank - 1 || c.inputs.length < 2) continue;
       if (c.inputs.some((v) => v.type.shape[rank - 1] !== 1)) continue;
-      const hot = only(graph, c);
+      const hot = onlyUser(graph, c.outputs[0]!);
       if (!hot || hot.op !== "OneHot") continue;
-      const red = only(graph, hot);
+      const red = onlyUser(graph, hot.outputs[0]!);
       if (!red || red.op !== "ReduceMax" || attrInt(red.attrs, "keepdims", 1) !== 1) continue;
       const axes = attrInts(red.attrs, "axes");
       if (axes.length !== 1 || normAxis(axes[0]!, rank + 1) !== rank - 1) continue;

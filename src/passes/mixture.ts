@@ -64,7 +64,8 @@ function otherInput(n: Node, v: Value): Value | null {
   return null;
 }
 
-function onlyUser(g: Graph, v: Value): Node | null {
+/** The single node reading `v`, when `v` is read by exactly one node and is no graph output. */
+export function onlyUser(g: Graph, v: Value): Node | null {
   if (v.users.size !== 1 || g.isGraphOutput(v)) return null;
   return [...v.users][0]!;
 }

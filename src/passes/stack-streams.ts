@@ -50,7 +50,6 @@ class Stacker {
   private readonly memo = new Map<string, Stacked>();
   /** Old per-stream node → its stream and the stacked replacement's outputs (for values read outside). */
   readonly replaced = new Map<Node, { stream: number; outs: Value[] }>();
-  nodes = 0;
   constructor(
     readonly g: Graph,
     readonly T: number,
@@ -59,7 +58,6 @@ class Stacker {
   ) {}
 
   op(op: OpKind, inputs: Value[], attrs: Attrs, name: string, outputs = 1): Value[] {
-    this.nodes++;
     return this.g.addNode(op, inputs, attrs, { scope: this.scope, names: Array.from({ length: outputs }, (_, i) => (i ? `${name}_${i}` : name)) });
   }
 

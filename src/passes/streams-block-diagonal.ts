@@ -21,13 +21,10 @@ import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
 import type { OpKind } from "../ir/ops.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { BLOCK_DIAGONAL_LIMIT } from "./fusion-chains.ts";
+import { onlyUser } from "./mixture.ts";
 import { type Pass, bump } from "./pass.ts";
 
 const UNARY = new Set<OpKind>(["Relu", "LeakyRelu", "Tanh", "Sigmoid", "Erf", "Gelu", "Neg", "Abs", "Exp", "Identity"]);
-
-function single(g: Graph, v: Value): Node | null {
-  return v.users.size === 1 && !g.isGraphOutput(v) ? [...v.users][0]! : null;
-}
 
 /** [T, K, N] constant → [T·K, T·N] with block t on the diagonal. */
 function blockDiagonal(w: Tensor): Tensor {
@@ -58,7 +55,7 @@ function matchChain(g: Graph, y: Value, T: number): Chain | null {
   let consumer: Node = sq;
   for (;;) {
     const n = v.producer;
-    if (!n || single(g, v) !== consumer) break;
+    if (!n || onlyUser(g, v) !== consumer) break;
     const x = n.inputs[0]!;
     if (UNARY.has(n.op)) ops.unshift(n);
     else if (n.op === "MatMul" && n.inputs[1]!.isConstant && n.inputs[1]!.type.shape.length === 3 && n.inputs[1]!.type.shape[0] === T && n.inputs[1]!.type.dtype === "float32") ops.unshift(n);
@@ -70,7 +67,7 @@ function matchChain(g: Graph, y: Value, T: number): Chain | null {
   if (!ops.some((n) => n.op === "MatMul") || v.type.shape.length !== 3 || v.type.shape[0] !== T) return null;
   // the mixture's Squeeze of [T, B, 1, D] is taken into the Transpose
   const s = v.producer;
-  const x = s && s.op === "Squeeze" && single(g, v) === consumer && s.inputs[0]!.type.shape.length === 4 && s.inputs[0]!.type.shape[2] === 1 ? s.inputs[0]! : v;
+  const x = s && s.op === "Squeeze" && onlyUser(g, v) === consumer && s.inputs[0]!.type.shape.length === 4 && s.inputs[0]!.type.shape[2] === 1 ? s.inputs[0]! : v;
   return { x, ops, last: sq };
 }
 
