@@ -2,6 +2,7 @@
 
 import { absorbUnsqueeze } from "./absorb-unsqueeze.ts";
 import { additiveMask } from "./additive-mask.ts";
+import { argmaxPair } from "./argmax-pair.ts";
 import { biasIntoLookup } from "./bias-into-lookup.ts";
 import { compactLookups } from "./compact-lookups.ts";
 import { contractAsMatmul } from "./contract-as-matmul.ts";
@@ -50,6 +51,7 @@ export const PASSES: Pass[] = [
   flattenConcats,
   maskPerSet,
   mergeContractions,
+  argmaxPair,
   streamsBlockDiagonal,
   biasIntoLookup,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes

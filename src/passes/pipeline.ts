@@ -43,6 +43,7 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "top-one-as-argmax", // last: TopK(k = 1) whose values are unused → ArgMax/ArgMin (other passes match TopK)
       "mask-per-set", // after top-one-as-argmax: one OneHot per single-index set, combined by Max
       "merge-contractions", // after top-one-as-argmax: a two-gate layer's Zi and gate gap in one MatMul + Split
+      "argmax-pair", // after merge-contractions (Zi and s as rows of one value): ArgMax + ArgMin → one ArgMax over [s; −|s|]
       "flatten-concats", // [x0; emb(s_0)] for the first gate and x0 for its experts: one Concat
       "streams-block-diagonal", // the stacked towers as 2-D Gemm layers over [B, T·D]
       "bias-into-lookup", // the stacked gates' bias Adds into their MatMuls, through a ones column of the scenario table
