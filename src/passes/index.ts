@@ -23,6 +23,7 @@ import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
 import { stackStreams } from "./stack-streams.ts";
+import { streamsBatchFirst } from "./streams-batch-first.ts";
 import { streamsBlockDiagonal } from "./streams-block-diagonal.ts";
 import { tabulateIndex } from "./tabulate-index.ts";
 import { topOneAsArgmax } from "./top-one-as-argmax.ts";
@@ -54,6 +55,7 @@ export const PASSES: Pass[] = [
   argmaxPair,
   streamsBlockDiagonal,
   biasIntoLookup,
+  streamsBatchFirst,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

@@ -47,6 +47,7 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "flatten-concats", // [x0; emb(s_0)] for the first gate and x0 for its experts: one Concat
       "streams-block-diagonal", // the stacked towers as 2-D Gemm layers over [B, T·D]
       "bias-into-lookup", // the stacked gates' bias Adds into their MatMuls, through a ones column of the scenario table
+      "streams-batch-first", // last of the stream passes: [T, B, …] → [B, T, …], per-stream weights side by side, 2-D Gemms
       "cse",
       "dce",
     ],
