@@ -10,6 +10,8 @@ const dim = (d: number | string, batch: number): number | null => (typeof d === 
 /**
  * FLOPs (2 per multiply-add) of the graph's MatMul and Gemm nodes at `batch` rows; null when a
  * MatMul has a data-dependent dim (sparse dispatch: the rows an expert sees depend on the data).
+ * A MatMul by a constant weight counts its non-zero entries only: the zero blocks of a
+ * block-diagonal weight and the zero rows a pass pads a weight with are no useful work.
  * Elementwise work is left out: at these widths it is a few percent of the MatMuls'.
  */
 export function matmulFlops(g: Graph, batch: number): number | null {
@@ -33,12 +35,20 @@ export function matmulFlops(g: Graph, batch: number): number | null {
     const nOut = B.length >= 2 ? B[B.length - 1]! : 1;
     const lead = Math.max(A.length, B.length) - 2;
     let stack = 1;
+    let stackB = 1;
     for (let i = 0; i < lead; i++) {
       const da = A[A.length - 3 - i] ?? 1;
       const db = B[B.length - 3 - i] ?? 1;
       stack *= Math.max(da, db);
+      stackB *= db;
     }
-    total += 2 * stack * m * k * nOut;
+    const w = n.inputs[1]!;
+    if (w.isConstant && w.type.dtype === "float32" && B.length >= 2) {
+      // a constant weight: only its non-zero entries are work (block-diagonal layouts add exact zeros)
+      let nonZero = 0;
+      for (const x of w.data!.data as Float32Array) if (x !== 0) nonZero++;
+      total += 2 * (stack / stackB) * m * nonZero;
+    } else total += 2 * stack * m * k * nOut;
   }
   return total;
 }
