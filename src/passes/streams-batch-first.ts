@@ -25,6 +25,7 @@ import { attrInt, attrInts, normAxis } from "../ir/infer.ts";
 import { type Attrs, ELEMENTWISE_OPS } from "../ir/ops.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { BLOCK_DIAGONAL_LIMIT } from "./fusion-chains.ts";
+import { blockDiagonal } from "./streams-block-diagonal.ts";
 import { onlyUser } from "./mixture.ts";
 import { type Pass, bump } from "./pass.ts";
 
@@ -188,11 +189,8 @@ class Layout {
     if (rank === 3 && perStream) {
       const [, K, N] = W.type.shape as [number, number, number];
       if (T * K * T * N <= BLOCK_DIAGONAL_LIMIT) {
-        const w = W.data!.data as Float32Array;
-        const data = new Float32Array(T * K * T * N);
-        for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) data.set(w.subarray((t * K + k) * N, (t * K + k + 1) * N), (t * K + k) * T * N + t * N);
         const flat = this.op(n, "Reshape", [a], { shape: [0, T * K] }, "rows")[0]!;
-        const prod = this.op(n, "MatMul", [flat, this.constant(`${W.name}.block_diagonal`, { dtype: "float32", shape: [T * K, T * N], data })], {}, "flat")[0]!;
+        const prod = this.op(n, "MatMul", [flat, this.constant(`${W.name}.block_diagonal`, blockDiagonal(W.data!))], {}, "flat")[0]!;
         return this.op(n, "Reshape", [prod], { shape: [0, T, N] })[0]!;
       }
       // [B, T, 1, K] × [T, K, N] would be B·T vector products instead of T matrix products
@@ -295,10 +293,9 @@ function mergeReshapes(g: Graph): number {
 function sinkReshapes(g: Graph): number {
   let sunk = 0;
   for (const add of [...g.nodes]) {
-    if (add.op !== "Add" || !g.nodes.includes(add)) continue;
-    const rs = add.inputs.map((v) => (v.producer?.op === "Reshape" && onlyUser(g, v) === add ? v.producer : null));
-    if (rs.some((r) => !r)) continue;
-    const [r0, r1] = rs as [Node, Node];
+    const rs = addOf(g, add, "Reshape");
+    if (!rs) continue;
+    const [r0, r1] = rs;
     const [a, b] = [r0.inputs[0]!, r1.inputs[0]!];
     if (a.type.shape.join() !== b.type.shape.join() || attrInts(r0.attrs, "shape").join() !== attrInts(r1.attrs, "shape").join()) continue;
     const sum = g.op("Add", [a, b], {}, { scope: add.scope, names: [`${add.outputs[0]!.name}.flat`] });
@@ -310,11 +307,17 @@ function sinkReshapes(g: Graph): number {
 
 /** R copies of W [K, N] on the diagonal of [R·K, R·N]. */
 function repeatDiagonal(W: Tensor, R: number): Tensor {
-  const [K, N] = W.shape as [number, number];
   const w = W.data as Float32Array;
-  const data = new Float32Array(R * K * R * N);
-  for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) data.set(w.subarray(k * N, (k + 1) * N), (r * K + k) * R * N + r * N);
-  return { dtype: "float32", shape: [R * K, R * N], data };
+  const copies = new Float32Array(R * w.length);
+  for (let r = 0; r < R; r++) copies.set(w, r * w.length);
+  return blockDiagonal({ dtype: "float32", shape: [R, ...W.shape], data: copies });
+}
+
+/** The producers of an Add's two operands when both are `op` nodes read only by the Add. */
+function addOf(g: Graph, add: Node, op: Node["op"]): [Node, Node] | null {
+  if (add.op !== "Add" || !g.nodes.includes(add) || add.inputs.length !== 2) return null;
+  const ns = add.inputs.map((v) => (v.producer?.op === op && onlyUser(g, v) === add ? v.producer : null));
+  return ns[0] && ns[1] ? [ns[0], ns[1]] : null;
 }
 
 /**
@@ -360,10 +363,9 @@ function flattenBiasedMatMuls(g: Graph): number {
 function concatMatMuls(g: Graph): number {
   let done = 0;
   for (const add of [...g.nodes]) {
-    if (add.op !== "Add" || !g.nodes.includes(add)) continue;
-    const mms = add.inputs.map((v) => (v.producer?.op === "MatMul" && onlyUser(g, v) === add ? v.producer : null));
-    if (mms.some((m) => !m)) continue;
-    const [m0, m1] = mms as [Node, Node];
+    const mms = addOf(g, add, "MatMul");
+    if (!mms) continue;
+    const [m0, m1] = mms;
     const ok = (m: Node) => m.inputs[0]!.type.shape.length === 2 && m.inputs[1]!.isConstant && m.inputs[1]!.type.shape.length === 2 && m.inputs[1]!.type.dtype === "float32";
     if (!ok(m0) || !ok(m1) || m0.inputs[1]!.type.shape[1] !== m1.inputs[1]!.type.shape[1]) continue;
     const w0 = m0.inputs[1]!.data!;

@@ -27,7 +27,7 @@ import { type Pass, bump } from "./pass.ts";
 const UNARY = new Set<OpKind>(["Relu", "LeakyRelu", "Tanh", "Sigmoid", "Erf", "Gelu", "Neg", "Abs", "Exp", "Identity"]);
 
 /** [T, K, N] constant → [T·K, T·N] with block t on the diagonal. */
-function blockDiagonal(w: Tensor): Tensor {
+export function blockDiagonal(w: Tensor): Tensor {
   const [T, K, N] = w.shape as [number, number, number];
   const src = w.data as Float32Array;
   const data = new Float32Array(T * K * T * N);
