@@ -108,7 +108,8 @@ function argOf(g: Graph, idx: Value, hot: Node): Node | null {
 }
 
 function rewrite(g: Graph, max: Node): boolean {
-  if (max.inputs.length !== 2) return false;
+  // (a Max already rewritten is left without readers until the dead-code pass at the end)
+  if (max.inputs.length !== 2 || (max.outputs[0]!.users.size === 0 && !g.isGraphOutput(max.outputs[0]!))) return false;
   const hots = max.inputs.map((v) => (v.producer?.op === "OneHot" && onlyUser(g, v) === max ? v.producer : null));
   if (hots.some((h) => h === null) || JSON.stringify(hots[0]!.attrs) !== JSON.stringify(hots[1]!.attrs)) return false;
   const hot = hots[0]!;
@@ -155,7 +156,7 @@ export const argmaxPair: Pass = {
   run(graph: Graph, ctx) {
     let changed = false;
     for (const n of [...graph.nodes]) {
-      if (n.op !== "Max" || !graph.nodes.includes(n)) continue;
+      if (n.op !== "Max") continue;
       const before = new Set(graph.nodes);
       if (!rewrite(graph, n)) {
         // a producer that turned out not to be linear: drop what was built for it
@@ -163,11 +164,13 @@ export const argmaxPair: Pass = {
         graph.removeUnusedConstants();
         continue;
       }
-      eliminateDeadCode(graph);
       bump(ctx, "pairs");
       changed = true;
     }
-    if (changed) graph.toposort();
+    if (changed) {
+      eliminateDeadCode(graph);
+      graph.toposort();
+    }
     return { graph, changed };
   },
 };
