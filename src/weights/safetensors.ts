@@ -23,7 +23,8 @@
 //   AESM2015  data ranges of two tensors overlap
 // File access: AESM4001 (cannot read the file); writing uses atomic.ts (AESM4002/4003).
 
-import { readFileSync } from "node:fs";
+import { constants as bufferConstants } from "node:buffer";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { type Diagnostic, AesmError, invariant, userError } from "../core/diagnostics.ts";
 import { type Tensor, bf16ToFloat, halfToFloat, numel } from "../core/tensor.ts";
 import { writeFileAtomic } from "../core/atomic.ts";
@@ -317,12 +318,35 @@ function valueEndAt(text: string, i: number): number {
   return j;
 }
 
+/** Largest single read: readFileSync stops at 2 GiB, one buffer at buffer.constants.MAX_LENGTH (4 GiB). */
+const READ_SLICE = 1 << 30;
+
+/** The whole file in one buffer, read in slices of at most `slice` bytes (files up to buffer.constants.MAX_LENGTH). */
+export function readWholeFile(path: string, slice = READ_SLICE): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    if (size > bufferConstants.MAX_LENGTH)
+      throw userError("AESM4001", "", `cannot read: the file has ${size} bytes, more than the ${bufferConstants.MAX_LENGTH} one buffer holds (split the checkpoint)`, path);
+    const bytes = Buffer.allocUnsafe(size);
+    for (let at = 0; at < size; ) {
+      const n = readSync(fd, bytes, at, Math.min(slice, size - at), at);
+      if (n === 0) throw userError("AESM4001", "", `cannot read: the file ended at byte ${at} of ${size} (changed while read?)`, path);
+      at += n;
+    }
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Read and parse a safetensors file from disk. */
 export function readSafetensorsFile(path: string): SafetensorsContents {
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(path);
+    bytes = readWholeFile(path);
   } catch (e) {
+    if (e instanceof AesmError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw userError("AESM4001", "", code === "ENOENT" ? "no such file" : `cannot read: ${code ?? String(e)}`, path);
   }

@@ -1,7 +1,8 @@
 // safetensors reading and writing: round trips, dtype conversion, and every broken or
 // hostile file we know of, each with its exact code, path and message.
 
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { constants as bufferConstants } from "node:buffer";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -10,6 +11,7 @@ import { type Tensor, f32 } from "../../src/core/tensor.ts";
 import {
   readSafetensors,
   readSafetensorsFile,
+  readWholeFile,
   topLevelEntries,
   writeSafetensors,
   writeSafetensorsFile,
@@ -484,6 +486,25 @@ describe("broken and hostile files", () => {
     const path = join(tmp, "nope.safetensors");
     expect(existsSync(path)).toBe(false);
     expect(only(() => readSafetensorsFile(path))).toEqual({ code: "AESM4001", path: "", message: "no such file", file: path });
+  });
+
+  it("a file is read in slices into one buffer (past readFileSync's 2 GiB)", () => {
+    const path = join(tmp, "slices.safetensors");
+    writeFileSync(path, Uint8Array.from({ length: 1003 }, (_, i) => (i * 31) % 256));
+    for (const slice of [1, 7, 1000, 1003, 1 << 20]) expect(Array.from(readWholeFile(path, slice)), `slice ${slice}`).toEqual(Array.from(readFileSync(path)));
+  });
+
+  it("a file larger than one buffer holds is refused by name and size, before reading", () => {
+    const path = join(tmp, "huge.safetensors");
+    writeFileSync(path, "");
+    truncateSync(path, bufferConstants.MAX_LENGTH + 1); // sparse: no disk used
+    expect(only(() => readSafetensorsFile(path))).toEqual({
+      code: "AESM4001",
+      path: "",
+      message: `cannot read: the file has ${bufferConstants.MAX_LENGTH + 1} bytes, more than the ${bufferConstants.MAX_LENGTH} one buffer holds (split the checkpoint)`,
+      file: path,
+    });
+    rmSync(path);
   });
 
   it("a folder where a file should be", () => {
