@@ -34,7 +34,7 @@ export async function inspectFile(path: string, options: InspectOptions = {}): P
     return { kind: "onnx", file: path, onnx: inspectOnnxFile(path) };
   }
   const model = await loadModel(path, options.typecheck === undefined ? {} : { typecheck: options.typecheck });
-  const report: InspectReport = { kind: "model", file: path, model: inspectSpec(model.spec) };
+  const report: InspectReport = { kind: "model", file: path, model: inspectSpec(model.spec, path) };
   if (options.weights !== undefined) {
     try {
       loadWeights(options.weights, model.spec);

@@ -7,7 +7,7 @@
 // and every gate of a layer is counted, since the compiled graph runs them all (MODEL.md §3–4).
 
 import { type ExpertLayerSpec, type GateSpec, type MlpSpec, type ModelSpec, type SelectSpec, indicatorWidth, inputWidth, mlpOutWidth } from "../dsl/spec.ts";
-import { type TensorSlot, canonicalLayout } from "../weights/layout.ts";
+import { type TensorSlot, canonicalLayout, layoutSize } from "../weights/layout.ts";
 
 export const FLOP_CONVENTION =
   "FLOPs per row: 2 per multiply-add of the linear layers (experts, gates, towers); embedding lookups, bias, batch norm, activations and selection are not counted";
@@ -134,7 +134,8 @@ function expertsPerRow(select: SelectSpec, experts: number, names: readonly stri
 const sumParams = (slots: readonly TensorSlot[]) => slots.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
 
 /** Parameters and FLOPs per part of a validated model. */
-export function inspectSpec(spec: ModelSpec): ModelReport {
+export function inspectSpec(spec: ModelSpec, file?: string): ModelReport {
+  layoutSize(spec, file); // refuses a model declaring more tensors than can be listed
   const slots = canonicalLayout(spec);
   const under = (prefix: string) => slots.filter((s) => s.name.startsWith(prefix));
 

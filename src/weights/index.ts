@@ -6,7 +6,7 @@ import type { Weights } from "./layout.ts";
 import { readSafetensorsFile, writeSafetensorsFile } from "./safetensors.ts";
 import { validateWeights } from "./validate.ts";
 
-export { type TensorSlot, type Weights, canonicalLayout, gateSlots, mlpSlots } from "./layout.ts";
+export { MAX_TENSORS, type TensorSlot, type Weights, canonicalLayout, gateSlots, layoutSize, mlpSlots } from "./layout.ts";
 export {
   type SafetensorsContents,
   MAX_HEADER_BYTES,
@@ -19,11 +19,13 @@ export {
 export { formatFloat, validateWeights } from "./validate.ts";
 export {
   GATE_LOGIT_STD,
+  MAX_CHECKPOINT_BYTES,
   TOWER_LAYER_GAIN,
   TOWER_LOGIT_STD,
   TOWER_OUT_NORM,
   activationGain,
   calibrateTowers,
+  checkCheckpointSize,
   initWeights,
   mixedExperts,
   mixtureGain,

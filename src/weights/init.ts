@@ -1,11 +1,12 @@
 // Seeded random weights for any model, scaled so that its outputs are sensitive to
 // inputs, scenarios and tasks: parity tests on flat softmaxes or saturated sigmoids prove little.
 
-import { invariant } from "../core/diagnostics.ts";
+import { constants as bufferConstants } from "node:buffer";
+import { invariant, userError } from "../core/diagnostics.ts";
 import { Rng } from "../core/random.ts";
 import { type Tensor, numel } from "../core/tensor.ts";
 import type { Activation, ExpertLayerSpec, ModelSpec } from "../dsl/spec.ts";
-import { type TensorSlot, type Weights, canonicalLayout } from "./layout.ts";
+import { type TensorSlot, type Weights, canonicalLayout, layoutSize } from "./layout.ts";
 
 /**
  * Standard deviation, across experts, that gate logits aim for: wide enough that
@@ -110,8 +111,24 @@ export function activationGain(act: Activation): number {
  * draws from its own generator, seeded from `seed` and its name, so adding a part to
  * a model leaves the other parts' weights unchanged.
  */
+/** Largest float32 data a checkpoint aesm writes can hold: the file is one buffer, read back as one (4 GiB), less room for the header. */
+export const MAX_CHECKPOINT_BYTES = bufferConstants.MAX_LENGTH - 2 ** 26;
+
+/** AESM4007 when the model's weights would not fit one checkpoint (or it declares too many tensors), before anything is allocated. */
+export function checkCheckpointSize(spec: ModelSpec, file?: string): void {
+  const { parameters } = layoutSize(spec, file);
+  if (parameters * 4 > MAX_CHECKPOINT_BYTES)
+    throw userError(
+      "AESM4007",
+      "",
+      `the model has ${parameters.toLocaleString("en-US")} parameters (${((parameters * 4) / 2 ** 30).toFixed(1)} GiB as float32); aesm writes and reads checkpoints of at most ${(MAX_CHECKPOINT_BYTES / 2 ** 30).toFixed(1)} GiB`,
+      file,
+    );
+}
+
 export function initWeights(spec: ModelSpec, seed: number): Weights {
   invariant(Number.isSafeInteger(seed), () => `initWeights: seed must be an integer, got ${seed}`);
+  checkCheckpointSize(spec);
   const ctx: InitContext = {
     acts: mlpActivations(spec),
     towerNorms: new Map(spec.tasks.map((t) => [`towers.${t.name}.out.weight`, towerOutNorm(spec, t.name)])),

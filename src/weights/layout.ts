@@ -9,6 +9,7 @@ import {
   inputWidth,
   mlpOutWidth,
 } from "../dsl/spec.ts";
+import { userError } from "../core/diagnostics.ts";
 import type { Tensor } from "../core/tensor.ts";
 
 /** Float32 tensors by canonical name. */
@@ -73,6 +74,24 @@ export function gateSlots(prefix: string, gate: GateSpec, inWidth: number, exper
 /** All tensors the model needs, in canonical order. */
 export function canonicalLayout(spec: ModelSpec): TensorSlot[] {
   return [...canonicalSlots(spec)];
+}
+
+/** Weight tensors a model may declare before aesm refuses to list them (a typo such as `experts: 1e8` would exhaust memory). */
+export const MAX_TENSORS = 1_000_000;
+
+/**
+ * The number of tensors and parameters the model declares, counted one slot at a time;
+ * AESM4007 past MAX_TENSORS tensors, before anything is listed or allocated.
+ */
+export function layoutSize(spec: ModelSpec, file?: string): { tensors: number; parameters: number } {
+  let tensors = 0;
+  let parameters = 0;
+  for (const slot of canonicalSlots(spec)) {
+    if (++tensors > MAX_TENSORS)
+      throw userError("AESM4007", "", `the model declares more than ${MAX_TENSORS.toLocaleString("en-US")} weight tensors (check experts, layers and units)`, file);
+    parameters += slot.shape.reduce((a, b) => a * b, 1);
+  }
+  return { tensors, parameters };
 }
 
 /**

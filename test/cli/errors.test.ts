@@ -104,6 +104,35 @@ describe("compile: bad inputs", () => {
     expect(r.err).toBe(`error[AESM4001]: ${join(dir, "nope.ts")}: no such file\n`);
   });
 
+  /** A one-level model as JSON, with extra features and `experts` experts. */
+  const tinyModel = (features: object, experts: number) => ({
+    name: "big",
+    features: { ...features, x: { kind: "dense", dim: 4 } },
+    scenarios: { page: { values: ["a", "b"], dim: 2, experts, expert: { kind: "mlp", units: [4] }, select: { kind: "topK", k: 1 } } },
+    tasks: { ctr: { tower: { kind: "mlp", units: [2] } } },
+  });
+
+  it("a model whose weights would not fit a checkpoint: init-weights refuses it before allocating, and writes nothing", async () => {
+    const model = join(dir, "huge-table.json");
+    writeFileSync(model, JSON.stringify(tinyModel({ item: { kind: "categorical", vocab: 2 ** 25, dim: 64 } }, 2)));
+    const out = join(dir, "huge.safetensors");
+    const r = await runCli(["init-weights", model, "-o", out]);
+    expect(r.code).toBe(2);
+    // 2^25 × 64 of the table and 853 of the rest
+    expect(r.err).toBe(`error[AESM4007]: ${model}: the model has 2,147,484,501 parameters (8.0 GiB as float32); aesm writes and reads checkpoints of at most 3.9 GiB\n`);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("a model declaring millions of tensors: inspect and init-weights refuse it, naming the file", async () => {
+    const model = join(dir, "many-experts.json");
+    writeFileSync(model, JSON.stringify(tinyModel({}, 1e7)));
+    const message = `error[AESM4007]: ${model}: the model declares more than 1,000,000 weight tensors (check experts, layers and units)\n`;
+    for (const argv of [["inspect", model], ["init-weights", model, "-o", join(dir, "many.safetensors")]]) {
+      const r = await runCli(argv);
+      expect([r.code, r.err], argv[0]).toEqual([2, message]);
+    }
+  });
+
   it("as a real process: one line on stderr, no stack trace, exit 2", () => {
     const r = runBin(["compile", join(dir, "nope.json"), "--weights", "w", "-o", join(dir, "p.onnx")]);
     expect(r.code).toBe(2);

@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { loadModel } from "../../dsl/index.ts";
 import { generateInputs } from "../../parity/inputs.ts";
 import { evaluateReference } from "../../reference/index.ts";
-import { calibrateTowers, initWeights, saveWeights } from "../../weights/index.ts";
+import { calibrateTowers, checkCheckpointSize, initWeights, saveWeights } from "../../weights/index.ts";
 import { intArg } from "../args.ts";
 import type { CommandContext } from "../io.ts";
 
@@ -22,6 +22,7 @@ export function registerInitWeights(program: Command, { io }: CommandContext): v
     .option("--no-calibrate", "skip rescaling the towers on generated rows")
     .action(async (modelPath: string, o: { output: string; seed: number; calibrate: boolean }) => {
       const { spec } = await loadModel(modelPath);
+      checkCheckpointSize(spec, modelPath);
       let weights = initWeights(spec, o.seed);
       if (o.calibrate) {
         // Typical rows only: extreme dense values would dominate the logit spread.
