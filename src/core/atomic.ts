@@ -5,7 +5,7 @@
 // mid-write (SIGKILL, power loss) leaves its temp behind; the next write to the same target
 // removes those whose process is gone, and any of them may be deleted by hand at any time.
 
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, constants as fsConstants, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { userError } from "./diagnostics.ts";
 
@@ -110,6 +110,31 @@ function commit(tmp: string, path: string): void {
 /** Write `chunks` to `path` atomically. Creates the parent folder if needed. Chunks may come from a generator (streaming). */
 export function writeFileAtomic(path: string, chunks: Chunks): void {
   commit(writeTemp(path, chunks), path);
+}
+
+/**
+ * Create `path` with `chunks`, never replacing a file: the content goes to a temp first and
+ * is then hard-linked to `path`, which fails if `path` exists (then `exists()` is thrown). A
+ * failed or killed run leaves no `path`, or a whole one. Where the file system has no hard
+ * links, the temp is copied with COPYFILE_EXCL instead (still never an overwrite).
+ */
+export function writeFileExclusive(path: string, chunks: Chunks, exists: () => Error): void {
+  const tmp = writeTemp(path, chunks);
+  try {
+    try {
+      linkSync(tmp, path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP" || code === "ENOSYS") copyFileSync(tmp, path, fsConstants.COPYFILE_EXCL);
+      else throw e;
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") throw exists();
+    throw userError("AESM4003", "", `cannot write: ${code ?? String(e)}`, path);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
 }
 
 /**

@@ -1,13 +1,16 @@
 // `aesm init <name>`: scaffolds a model file that type-checks and compiles as is, shows every
 // option in comments, and never overwrites a file.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compileToFile } from "../../src/compile.ts";
 import { loadModel } from "../../src/dsl/load.ts";
 import { inspectOnnxFile } from "../../src/inspect/index.ts";
 import { initWeights } from "../../src/weights/index.ts";
+import { modelTemplate } from "../../src/cli/commands/init.ts";
+import { BIN, runBin } from "../cli/cli-helpers.ts";
 import { type Project, expectNoStack, runCli, userProject } from "./helpers.ts";
 
 let project: Project;
@@ -73,6 +76,19 @@ describe("aesm init", { timeout: 120_000 }, () => {
       err: `error[AESM4006]: ${file}: already exists; aesm init never overwrites a file (choose another name or remove it)\n`,
     });
     expect(readFileSync(file, "utf8")).toBe("// mine\n");
+  });
+
+  it("a write cut short leaves no file, and the next run writes it whole", () => {
+    // a file size limit of 2 KiB: the scaffold (about 3.6 KB) cannot be written in full
+    const dir = join(project.dir, "limited");
+    mkdirSync(dir);
+    const file = join(dir, "m.ts");
+    const r = spawnSync("bash", ["-c", `ulimit -f 2; exec "${process.execPath}" "${BIN}" init "${join(dir, "m")}"`], { encoding: "utf8" });
+    expect([r.status, r.stderr.replace(/^npm warn.*\n/gm, "")]).toEqual([2, `error[AESM4003]: ${file}: cannot write: EFBIG\n`]);
+    expect(readdirSync(dir)).toEqual([]);
+    expect(runBin(["init", join(dir, "m")]).code).toBe(0);
+    expect(readdirSync(dir)).toEqual(["m.ts"]);
+    expect(readFileSync(file, "utf8")).toBe(modelTemplate("m", file));
   });
 
   it("rejects a name that cannot be a model name", async () => {

@@ -1,9 +1,9 @@
 // `aesm init <name>`: scaffolds `<name>.ts`, a model file that type-checks and compiles as is,
 // with a comment on every option, so a new model starts from something that works.
 
-import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
-import { basename, dirname } from "node:path";
+import { basename } from "node:path";
 import type { Command } from "commander";
+import { writeFileExclusive } from "../../core/atomic.ts";
 import { userError } from "../../core/diagnostics.ts";
 import type { CommandContext } from "../io.ts";
 
@@ -104,25 +104,10 @@ export function registerInit(program: Command, { io }: CommandContext): void {
       const { file, modelName } = scaffoldPath(name);
       if (!MODEL_NAME.test(modelName))
         throw userError("AESM1040", "name", `invalid model name ${JSON.stringify(modelName)}: model names must match ${MODEL_NAME}`);
-      try {
-        mkdirSync(dirname(file), { recursive: true });
-      } catch (e) {
-        throw userError("AESM4002", "", `cannot create folder ${dirname(file)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, file);
-      }
-      // "wx" creates the file only if it does not exist: never an overwrite, even in a race.
-      let fd: number;
-      try {
-        fd = openSync(file, "wx");
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "EEXIST") throw userError("AESM4006", "", "already exists; aesm init never overwrites a file (choose another name or remove it)", file);
-        throw userError("AESM4003", "", `cannot write: ${code ?? String(e)}`, file);
-      }
-      try {
-        writeSync(fd, modelTemplate(modelName, file));
-      } finally {
-        closeSync(fd);
-      }
+      // never an overwrite, even in a race; a failed or killed run leaves no file, or a whole one
+      writeFileExclusive(file, modelTemplate(modelName, file), () =>
+        userError("AESM4006", "", "already exists; aesm init never overwrites a file (choose another name or remove it)", file),
+      );
       io.out(`wrote ${file}: model ${JSON.stringify(modelName)}; next: npx aesm inspect ${file}\n`);
     });
 }
