@@ -21,6 +21,7 @@ import { pruneStatic } from "./prune-static.ts";
 import { rowConstants } from "./row-constants.ts";
 import { selectClosedForm } from "./select-closed-form.ts";
 import { simplify } from "./simplify.ts";
+import { softmaxFromLog } from "./softmax-from-log.ts";
 import { sparseDispatch } from "./sparse-dispatch.ts";
 import { stackStreams } from "./stack-streams.ts";
 import { streamsBatchFirst } from "./streams-batch-first.ts";
@@ -56,6 +57,7 @@ export const PASSES: Pass[] = [
   streamsBlockDiagonal,
   biasIntoLookup,
   streamsBatchFirst,
+  softmaxFromLog,
   toFp16, // in no level: compile's `precision: "fp16"` runs it after the level's passes
 ];
 

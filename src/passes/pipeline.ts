@@ -48,6 +48,7 @@ export function passesForLevel(level: OptLevel): Pass[] {
       "streams-block-diagonal", // the stacked towers as 2-D Gemm layers over [B, T·D]
       "bias-into-lookup", // the stacked gates' bias Adds into their MatMuls, through a ones column of the scenario table
       "streams-batch-first", // last of the stream passes: [T, B, …] → [B, T, …], per-stream weights side by side, 2-D Gemms
+      "softmax-from-log", // a three-gate layer's P over the gates as Exp of the log-softmax it also takes
       "cse",
       "dce",
     ],
