@@ -106,3 +106,48 @@ describe.each(FUSION_MODELS)("$name", ({ spec }) => {
     }
   });
 });
+
+describe("streams-batch-first rules on a hand-built group", () => {
+  it("entries, a boundary stack, broadcasts, inner transposes, reductions and both exits: the same numbers, nothing left [T, B, …]", () => {
+    const T = 2;
+    const g = new Graph("tiny_rules");
+    const x = g.addInput("x", { dtype: "float32", shape: ["batch", 3] });
+    const y = g.addInput("y", { dtype: "float32", shape: ["batch", 4] });
+    const f = (shape: number[], k: number) => g.addConstant(`c${k}`, { dtype: "float32", shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.7 + k)) });
+    // entry: shared x times per-stream weights [T, 3, 4] → [T, B, 4]
+    const a = g.op("MatMul", [x, f([T, 3, 4], 1)], {}, { names: ["a"] });
+    // entry: the streams stacked at the boundary, Concat(Unsqueeze(·, [0])) → [T, B, 4]
+    const b = g.op("Concat", [g.op("Unsqueeze", [y], { axes: [0] }), g.op("Unsqueeze", [g.op("Neg", [y])], { axes: [0] })], { axis: 0 }, { names: ["b"] });
+    // broadcasts: a per-stream constant [T, 1, 4], a shared [B, 4], a trailing [4]
+    const c = g.op("Add", [g.op("Mul", [g.op("Add", [a, b]), f([T, 1, 4], 2)]), g.op("Add", [y, f([4], 3)])], {}, { names: ["c"] });
+    // reshape keeping both leading axes, an inner transpose, softmax and a reduction over inner axes
+    const r = g.op("Reshape", [c], { shape: [0, 0, 2, 2] }, { names: ["r"] });
+    const t = g.op("Transpose", [r], { perm: [0, 1, 3, 2] }, { names: ["t"] });
+    const s = g.op("Softmax", [t], { axis: 2 }, { names: ["s"] });
+    // a transpose that moves the stream axis inward: [T, B, 2, 2] → [2, B, T, 2] (stacked again, on its first axis)
+    const m = g.op("ReduceMax", [g.op("Transpose", [s], { perm: [2, 1, 0, 3] }, { names: ["inward"] })], { axes: [3], keepdims: 0 }, { names: ["m"] }); // [2, B, T]
+    // per-stream weights on a stacked input (block-diagonal) and a shared matrix
+    const h = g.op("MatMul", [g.op("MatMul", [m, f([T, 2, 3], 4)]), f([3, 2], 5)], {}, { names: ["h"] }); // [T, B, 2]
+    // exits: one stream picked, and everything moved batch-first by a Transpose
+    g.setOutput("first", g.op("Gather", [h, g.addConstant("zero", { dtype: "int64", shape: [], data: BigInt64Array.of(0n) })], { axis: 0 }, { names: ["first"] }));
+    g.setOutput("by_row", g.op("Transpose", [h], { perm: [1, 0, 2] }, { names: ["by_row"] }));
+    const feeds: Record<string, Tensor> = {
+      x: { dtype: "float32", shape: [5, 3], data: Float32Array.from({ length: 15 }, (_, i) => Math.cos(i)) },
+      y: { dtype: "float32", shape: [5, 4], data: Float32Array.from({ length: 20 }, (_, i) => Math.sin(i * 1.3)) },
+    };
+    verifyGraph(g);
+    expect(streamsFirst(g).length).toBeGreaterThan(8);
+    const before = runGraph(g, feeds);
+    const c2 = ctx();
+    expect(streamsBatchFirst.run(g, c2).changed).toBe(true);
+    verifyGraph(g);
+    expect(c2.stats["groups-batch-first"]).toBe(1);
+    expect(streamsFirst(g)).toEqual([]);
+    // the exit Transpose became the batch-first value itself
+    expect(g.nodes.filter((n) => n.op === "Transpose").map((n) => n.attrs["perm"])).toEqual([
+      [0, 1, 3, 2],
+      [0, 2, 1, 3],
+    ]);
+    expectSameOutputs(before, runGraph(g, feeds), INTERP_TOL, "tiny_rules");
+  });
+});
