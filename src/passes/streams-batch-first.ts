@@ -66,10 +66,6 @@ class Layout {
     return this.g.addNode(op, inputs, attrs, { scope: n.scope, names });
   }
 
-  private constant(name: string, t: Tensor): Value {
-    return this.g.addConstant(name, t);
-  }
-
   /** The batch-first operand for `v` read by an op whose (T-first) output has rank `rank`. */
   private operand(n: Node, v: Value, rank: number): Value {
     const mine = this.bf.get(v);
@@ -79,7 +75,7 @@ class Layout {
     if (v.isConstant) {
       // right-aligned to the trailing axes (a constant's dim facing B is 1, and broadcasts over T as well)
       if (r < rank) return v;
-      return this.constant(`${v.name}.bf`, swapConstant(v.data!));
+      return this.g.addConstant(`${v.name}.bf`, swapConstant(v.data!));
     }
     if (r === rank - 1 && typeof v.type.shape[0] === "string") return this.unsqueezed(v, n.scope);
     if (r <= rank - 2 && v.type.shape.every((d) => typeof d === "number")) return v;
@@ -183,14 +179,14 @@ class Layout {
       const w = W.data!.data as Float32Array;
       const data = new Float32Array(K * T * N);
       for (let t = 0; t < T; t++) for (let k = 0; k < K; k++) data.set(w.subarray((t * K + k) * N, (t * K + k + 1) * N), k * T * N + t * N);
-      const side = this.op(n, "MatMul", [A, this.constant(`${W.name}.side_by_side`, { dtype: "float32", shape: [K, T * N], data })], {}, "flat")[0]!;
+      const side = this.op(n, "MatMul", [A, this.g.addConstant(`${W.name}.side_by_side`, { dtype: "float32", shape: [K, T * N], data })], {}, "flat")[0]!;
       return this.op(n, "Reshape", [side], { shape: [0, T, N] })[0]!;
     }
     if (rank === 3 && perStream) {
       const [, K, N] = W.type.shape as [number, number, number];
       if (T * K * T * N <= BLOCK_DIAGONAL_LIMIT) {
         const flat = this.op(n, "Reshape", [a], { shape: [0, T * K] }, "rows")[0]!;
-        const prod = this.op(n, "MatMul", [flat, this.constant(`${W.name}.block_diagonal`, blockDiagonal(W.data!))], {}, "flat")[0]!;
+        const prod = this.op(n, "MatMul", [flat, this.g.addConstant(`${W.name}.block_diagonal`, blockDiagonal(W.data!))], {}, "flat")[0]!;
         return this.op(n, "Reshape", [prod], { shape: [0, T, N] })[0]!;
       }
       // [B, T, 1, K] × [T, K, N] would be B·T vector products instead of T matrix products
